@@ -1,0 +1,165 @@
+"""Guidance: functions that take a denoiser and return a denoiser, plus SDEdit and score distillation.
+
+Scale convention (classifier-free guidance): ``D = D_uncond + w (D_cond - D_uncond)``, so ``w = 1`` is the plain
+conditional model and ``w = 0`` the unconditional one (diffusers' ``guidance_scale``; Ho & Salimans' w is ours - 1).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from .broadcast import per_row, rows
+from .noise import NoiseFn, gaussian
+from .samplers import sample
+
+Tensor = torch.Tensor
+Denoiser = Callable[[Tensor, Tensor, Any], Tensor]
+
+
+def cfg(denoiser: Denoiser, scale: float, uncond: Any = None) -> Denoiser:
+    """Classifier-free guidance (Ho & Salimans 2022) at ``scale``; ``uncond`` is the null condition."""
+
+    def guided(x: Tensor, sigma: Tensor, cond: Any = None) -> Tensor:
+        d_cond = denoiser(x, sigma, cond)
+        if scale == 1.0:
+            return d_cond
+        d_uncond = denoiser(x, sigma, uncond)
+        return d_uncond + scale * (d_cond - d_uncond)
+
+    return guided
+
+
+def compose(denoiser: Denoiser, conds: Sequence[tuple[Any, float]], uncond: Any = None) -> Denoiser:
+    """Composition of conditions (Liu et al. 2022): D_u + sum_i w_i (D_{c_i} - D_u); a negative w is a negative prompt.
+
+    The ``cond`` passed at call time is ignored: the conditions are fixed here.
+    """
+
+    def composed(x: Tensor, sigma: Tensor, cond: Any = None) -> Tensor:
+        d_uncond = denoiser(x, sigma, uncond)
+        out = d_uncond
+        for c, w in conds:
+            out = out + w * (denoiser(x, sigma, c) - d_uncond)
+        return out
+
+    return composed
+
+
+def _grad(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        value = fn(xg)
+        (g,) = torch.autograd.grad(value.sum(), xg)
+    return g, value.detach()
+
+
+def classifier_guidance(denoiser: Denoiser, log_prob: Callable[[Tensor, Tensor], Tensor], scale: float = 1.0) -> Denoiser:
+    """Classifier guidance (Dhariwal & Nichol 2021): the score gains scale * grad_x log p(y | x, sigma).
+
+    ``log_prob(x, sigma)`` returns one log-likelihood per row of x; since D = x + sigma^2 score, the denoiser shifts by
+    sigma^2 times the scaled gradient.
+    """
+
+    def guided(x: Tensor, sigma: Tensor, cond: Any = None) -> Tensor:
+        g, _ = _grad(lambda z: log_prob(z, sigma), x)
+        return denoiser(x, sigma, cond) + scale * rows(sigma, x) ** 2 * g
+
+    return guided
+
+
+def dps(denoiser: Denoiser, operator: Callable[[Tensor], Tensor], y: Tensor, scale: float = 1.0) -> Denoiser:
+    """Diffusion posterior sampling (Chung et al. 2023) for y = A(x0) + noise.
+
+    The likelihood gradient grad_x |y - A(D(x))|^2 is taken through the denoiser and scaled as in the paper,
+    zeta / |y - A(D(x))| (one norm per row), with zeta = ``scale``; it shifts the denoised estimate by
+    -sigma^2 times that step, i.e. the score gains the DPS correction.
+    """
+
+    def guided(x: Tensor, sigma: Tensor, cond: Any = None) -> Tensor:
+        def residual(z: Tensor) -> Tensor:
+            r = (y - operator(denoiser(z, sigma, cond))).reshape(z.shape[0], -1)
+            return (r**2).sum(1)
+
+        g, sq = _grad(residual, x)
+        with torch.no_grad():
+            d = denoiser(x, sigma, cond)
+        step = scale / (sq.sqrt() + 1e-8)
+        return d - rows(step, x) * g
+
+    return guided
+
+
+def inpaint(denoiser: Denoiser, known: Tensor, mask: Tensor) -> Denoiser:
+    """Inpainting by replacement: where ``mask`` is 1 the estimate of x0 is the ``known`` value.
+
+    Along any of the samplers this keeps the known region at ``known + sigma * noise``, which is RePaint's replacement
+    of the known part by a noised copy, and lets the unknown region condition on it.
+    """
+    mask = mask.to(known.dtype)
+
+    def guided(x: Tensor, sigma: Tensor, cond: Any = None) -> Tensor:
+        return mask * known + (1 - mask) * denoiser(x, sigma, cond)
+
+    return guided
+
+
+def sdedit(denoiser: Denoiser, x_init: Tensor, sigmas: Tensor, strength: float, method: str = "heun", *,
+           cond: Any = None, noise: NoiseFn | None = None, generator: torch.Generator | None = None, **options) -> Tensor:
+    """SDEdit (Meng et al. 2022): noise ``x_init`` to part-way down the grid and sample from there.
+
+    ``strength`` in (0, 1]: the fraction of the grid's steps that are run (1 = start from pure noise level sigmas[0]).
+    """
+    if not 0 < strength <= 1:
+        raise ValueError("strength must be in (0, 1]")
+    n = len(sigmas) - 1
+    start = n - max(1, round(strength * n))
+    sub = sigmas[start:]
+    x = x_init + (noise or gaussian)(x_init, generator) * sub[0]
+    return sample(denoiser, x, sub, method, cond=cond, noise=noise, generator=generator, **options)
+
+
+# ---- score distillation --------------------------------------------------------------------------------------
+
+
+def sds_loss(denoiser: Denoiser, x: Tensor, schedule, *, cond: Any = None, t_range: tuple[float, float] = (0.02, 0.98),
+             t: Tensor | None = None, weighting: str = "dreamfusion", generator: torch.Generator | None = None) -> Tensor:
+    """Score distillation sampling (Poole et al. 2022) as a loss on a differentiable rendering ``x``.
+
+    Draws t ~ U(t_range) per sample (or takes ``t``), noises x to x_t, and returns a surrogate whose gradient in x is
+    w(t) (eps_hat - eps), with DreamFusion's w(t) = sigma_t^2 = 1 - alpha_bar_t (``weighting="dreamfusion"``) or
+    ``"uniform"``. The denoiser is not differentiated (the U-Net Jacobian is dropped, as in the paper).
+    """
+    n = x.shape[0]
+    if t is None:
+        t = t_range[0] + (t_range[1] - t_range[0]) * torch.rand(n, generator=generator, dtype=torch.float64)
+    t = torch.as_tensor(t, dtype=torch.float64).expand(n)
+    sigma = schedule.frame_sigma(t).to(x.device, torch.float32)
+    eps = gaussian(x.detach(), generator)
+    with torch.no_grad():
+        xs = x.detach() + rows(sigma, x) * eps
+        eps_hat = (xs - denoiser(xs, sigma, cond)) / rows(sigma, x)
+        w = schedule.sigma(t).to(x.device, torch.float32) ** 2 if weighting == "dreamfusion" else torch.ones_like(sigma)
+        grad = rows(w, x) * (eps_hat - eps)
+    target = (x - grad).detach()
+    return 0.5 * ((x - target) ** 2).sum() / n
+
+
+def sjc_loss(denoiser: Denoiser, x: Tensor, *, sigma_range: tuple[float, float] = (0.01, 80.0), cond: Any = None,
+             sigma: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """Score Jacobian chaining (Wang et al. 2023) with perturb-and-average scoring (PAAS) as a loss on ``x``.
+
+    Draws sigma log-uniformly per sample, evaluates D at x + sigma n, and returns a surrogate whose gradient in x is
+    -(D(x + sigma n, sigma) - x), i.e. sigma^2 times the PAAS score estimate, pointing toward denoised renderings.
+    """
+    n = x.shape[0]
+    if sigma is None:
+        lo, hi = torch.log(torch.tensor(sigma_range, dtype=torch.float64))
+        sigma = (lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)).exp()
+    sigma = per_row(torch.as_tensor(sigma, dtype=torch.float32), x).to(x.device)
+    with torch.no_grad():
+        xs = x.detach() + rows(sigma, x) * gaussian(x.detach(), generator)
+        grad = -(denoiser(xs, sigma, cond) - x.detach())
+    target = (x - grad).detach()
+    return 0.5 * ((x - target) ** 2).sum() / n

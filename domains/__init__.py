@@ -1,0 +1,1 @@
+"""polydiff.domains: built-in data domains, each registered as a plugin exactly like a third-party one."""

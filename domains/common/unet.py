@@ -1,0 +1,139 @@
+"""A compact 2D U-Net ``F(x_in, c_noise, cond)`` for image-like data (mel spectrograms, rendered views).
+
+Residual blocks modulated by the noise embedding (FiLM scale and shift), self-attention at chosen levels, and
+conditioning on a class label and/or a vector embedding (e.g. a sentence embedding), both summed into the FiLM input.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .embeddings import LabelEmbedding, NoiseEmbedding
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(32, channels // 4) or 1, channels)
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convolutions with a FiLM modulation from the embedding between them."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1, self.conv1 = _norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.film = nn.Linear(emb_dim, 2 * c_out)
+        self.norm2, self.conv2 = _norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over all spatial positions."""
+
+    def __init__(self, channels: int, heads: int = 4) -> None:
+        super().__init__()
+        self.norm = _norm(channels)
+        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        seq = self.norm(x).flatten(2).transpose(1, 2)
+        out, _ = self.attn(seq, seq, seq, need_weights=False)
+        return x + out.transpose(1, 2).reshape(b, c, h, w)
+
+
+class UNet2D(nn.Module):
+    """U-Net over [B, C, H, W]; H and W must be divisible by 2 ** (len(mults) - 1)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int | None = None,
+        base: int = 64,
+        mults: Sequence[int] = (1, 2, 2),
+        num_res: int = 2,
+        attn_levels: Sequence[int] = (2,),
+        cond_dim: int = 0,
+        num_classes: int = 0,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.levels = len(mults)
+        emb_dim = 4 * base
+        self.noise_emb = NoiseEmbedding(emb_dim)
+        self.label_emb = LabelEmbedding(num_classes, emb_dim) if num_classes > 0 else None
+        self.cond_proj = nn.Linear(cond_dim, emb_dim) if cond_dim > 0 else None
+        self.stem = nn.Conv2d(in_channels, base, 3, padding=1)
+
+        self.down = nn.ModuleList()
+        skips, ch = [base], base
+        for level, mult in enumerate(mults):
+            for _ in range(num_res):
+                block = nn.ModuleList([ResBlock(ch, base * mult, emb_dim, dropout)])
+                ch = base * mult
+                if level in attn_levels:
+                    block.append(SelfAttention(ch))
+                self.down.append(block)
+                skips.append(ch)
+            if level < self.levels - 1:
+                self.down.append(nn.ModuleList([nn.Conv2d(ch, ch, 3, stride=2, padding=1)]))
+                skips.append(ch)
+
+        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout), SelfAttention(ch), ResBlock(ch, ch, emb_dim, dropout)])
+
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(mults))):
+            for _ in range(num_res + 1):
+                block = nn.ModuleList([ResBlock(ch + skips.pop(), base * mult, emb_dim, dropout)])
+                ch = base * mult
+                if level in attn_levels:
+                    block.append(SelfAttention(ch))
+                self.up.append(block)
+            if level > 0:
+                self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)]))
+
+        self.head = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, out_channels or in_channels, 3, padding=1))
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def _embedding(self, c_noise: torch.Tensor, cond: dict | None, batch: int) -> torch.Tensor:
+        emb = self.noise_emb(c_noise.reshape(-1).expand(batch))
+        cond = cond or {}
+        if self.label_emb is not None and cond.get("label") is not None:
+            emb = emb + self.label_emb(cond["label"])
+        if self.cond_proj is not None and cond.get("embedding") is not None:
+            emb = emb + self.cond_proj(cond["embedding"].to(emb.dtype))
+        return F.silu(emb)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
+        """Predict a tensor shaped like ``x`` from the noisy input, its noise level and the condition."""
+        factor = 2 ** (self.levels - 1)
+        if x.ndim != 4 or x.shape[-1] % factor or x.shape[-2] % factor:
+            raise ValueError(f"UNet2D needs [B, C, H, W] with H and W divisible by {factor}; got {tuple(x.shape)}")
+        emb = self._embedding(c_noise, cond, x.shape[0])
+        h = self.stem(x)
+        hs = [h]
+        for block in self.down:
+            for layer in block:
+                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+            hs.append(h)
+        for layer in self.mid:
+            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        for block in self.up:
+            if isinstance(block[0], ResBlock):
+                h = torch.cat([h, hs.pop()], dim=1)
+            for layer in block:
+                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        return self.head(h)
