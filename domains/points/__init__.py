@@ -1,0 +1,1 @@
+"""polydiff.domains.points: point-cloud generation (meshes -> surface samples -> set diffusion -> PLY)."""
