@@ -39,21 +39,24 @@ class GaussianMixture:
         x = self.means[labels] + torch.einsum("nij,nj->ni", chol[labels], z)
         return x.float(), labels
 
-    def _noisy(self, sigma: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-        eye = torch.eye(self.dim, dtype=torch.float64, device=x.device)
-        s2 = sigma.reshape(-1, 1, 1, 1) ** 2
-        cov = self.covs.to(x.device)[None] + s2 * eye  # [n or 1, K, d, d]
-        return cov, torch.linalg.inv(cov)
+    def _eigen(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        lam, U = torch.linalg.eigh(self.covs)
+        return lam.to(x.device), U.to(x.device)
+
+    def _project(self, x: Tensor, sigma: Tensor | float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Coordinates of x - mu_k in each component's eigenbasis, the noised eigenvalues, the eigenvectors, sigma."""
+        x = x.double()
+        sig = torch.as_tensor(sigma, dtype=torch.float64, device=x.device).expand(x.shape[0])
+        lam, U = self._eigen(x)
+        z = torch.einsum("kji,nkj->nki", U, x[:, None, :] - self.means.to(x.device)[None])
+        return z, lam[None] + sig[:, None, None] ** 2, U, lam
 
     def log_prob_components(self, x: Tensor, sigma: Tensor | float = 0.0) -> Tensor:
         """log w_k + log N(x; mu_k, S_k + sigma^2 I), shape [n, K]."""
-        x = x.double()
-        sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device).expand(x.shape[0])
-        cov, prec = self._noisy(sigma, x)
-        diff = x[:, None, :] - self.means.to(x.device)[None]
-        maha = torch.einsum("nki,nkij,nkj->nk", diff, prec.expand(x.shape[0], -1, -1, -1), diff)
-        logdet = torch.logdet(cov).expand(x.shape[0], -1)
-        return self.weights.to(x.device).log()[None] - 0.5 * (maha + logdet + self.dim * math.log(2 * math.pi))
+        z, var, _, _ = self._project(x, sigma)
+        maha = (z**2 / var).sum(-1)
+        logdet = var.log().sum(-1)
+        return self.weights.to(z.device).log()[None] - 0.5 * (maha + logdet + self.dim * math.log(2 * math.pi))
 
     def log_prob(self, x: Tensor, sigma: Tensor | float = 0.0) -> Tensor:
         """Log density of the noised mixture at x."""
@@ -65,13 +68,11 @@ class GaussianMixture:
 
     def denoise(self, x: Tensor, sigma: Tensor | float, cond: Any = None) -> Tensor:
         """The exact denoiser E[x0 | x] (differentiable; float64 inside, x's dtype out)."""
-        xd = x.double()
-        sig = torch.as_tensor(sigma, dtype=torch.float64, device=x.device).expand(x.shape[0])
-        _, prec = self._noisy(sig, xd)
-        r = self.responsibilities(xd, sig)
-        diff = xd[:, None, :] - self.means.to(x.device)[None]
-        gain = torch.einsum("kij,nkjl->nkil", self.covs.to(x.device), prec.expand(x.shape[0], -1, -1, -1))
-        post = self.means.to(x.device)[None] + torch.einsum("nkij,nkj->nki", gain, diff)
+        z, var, U, lam = self._project(x, sigma)
+        maha = (z**2 / var).sum(-1)
+        logits = self.weights.to(z.device).log()[None] - 0.5 * (maha + var.log().sum(-1))
+        r = torch.softmax(logits, dim=1)
+        post = self.means.to(z.device)[None] + torch.einsum("kij,nkj->nki", U, lam[None] / var * z)
         return (r[..., None] * post).sum(1).to(x.dtype)
 
     def __call__(self, x: Tensor, sigma: Tensor | float, cond: Any = None) -> Tensor:

@@ -209,6 +209,7 @@ SAMPLERS: dict[str, Sampler] = {
     "langevin_pc": langevin_pc,
 }
 
+BUILTIN = frozenset(SAMPLERS)
 STOCHASTIC = frozenset({"ddpm", "euler_maruyama", "dpmpp_2m_sde", "langevin_pc"})
 
 

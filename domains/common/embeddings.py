@@ -22,8 +22,15 @@ class NoiseEmbedding(nn.Module):
         return self.mlp(torch.cat([angles.cos(), angles.sin()], dim=-1))
 
 
+NULL_LABEL = -1
+"""A label meaning "no class" (classifier-free guidance); ``LabelEmbedding`` maps it, like ``num_classes``, to null."""
+
+
 class LabelEmbedding(nn.Module):
-    """Class labels to vectors, with one extra "null" class (index ``num_classes``) for classifier-free guidance."""
+    """Class labels to vectors, with one extra "null" class for classifier-free guidance.
+
+    The null class is index ``num_classes``; any negative label (``NULL_LABEL``) means the same.
+    """
 
     def __init__(self, num_classes: int, dim: int) -> None:
         super().__init__()
@@ -31,13 +38,15 @@ class LabelEmbedding(nn.Module):
         self.table = nn.Embedding(num_classes + 1, dim)
 
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
-        """Embed LongTensor labels [B]; the null class is ``num_classes``."""
-        return self.table(labels)
+        """Embed LongTensor labels [B]; the null class is ``num_classes`` or a negative label."""
+        return self.table(torch.where(labels < 0, self.num_classes, labels))
 
 
-def drop_labels(labels: torch.Tensor, p: float, num_classes: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Replace each label by the null class with probability ``p`` (label dropout for CFG training)."""
+def drop_labels(labels: torch.Tensor, p: float, null: int = NULL_LABEL,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace each label by the ``null`` label with probability ``p`` (label dropout for CFG training)."""
     if p <= 0:
         return labels
-    keep = torch.rand(labels.shape, generator=generator, device="cpu").to(labels.device) >= p
-    return torch.where(keep, labels, torch.full_like(labels, num_classes))
+    device = generator.device if generator is not None else labels.device
+    keep = torch.rand(labels.shape, generator=generator, device=device).to(labels.device) >= p
+    return torch.where(keep, labels, torch.full_like(labels, null))

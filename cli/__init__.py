@@ -1,0 +1,1 @@
+"""polydiff.cli: the typer application; each domain contributes a sub-app."""

@@ -1,0 +1,130 @@
+"""The ``polydiff`` command: ``info``, ``plugins``, ``demo`` and one sub-app per registered domain."""
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import torch
+import typer
+
+from polydiff.core.samplers import SAMPLERS
+from polydiff.core.schedules import SCHEDULES
+from polydiff.plugins.manager import get_manager
+from polydiff.plugins.runs import load_run, resolve_config, resolve_device, train
+
+from .domain_app import build_domain_app, write_samples
+from .errors import DEBUG, UsageError, fail
+from .options import DeviceOpt, SeedOpt
+
+
+def _root() -> typer.Typer:
+    app = typer.Typer(help="polydiff: diffusion models beyond images (audio, point clouds, molecules, text-to-3D).",
+                      no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+    @app.callback()
+    def root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False) -> None:
+        if debug:
+            DEBUG["on"] = True
+
+    @app.command("info")
+    def info() -> None:
+        """Versions, devices, samplers, schedules and plugins."""
+        typer.echo(f"polydiff {version('polydiff')}  python {platform.python_version()}  torch {torch.__version__}")
+        cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+        typer.echo(f"devices: cpu ({torch.get_num_threads()} threads), cuda: {cuda}")
+        typer.echo(f"samplers: {', '.join(sorted(SAMPLERS))}")
+        typer.echo(f"schedules: {', '.join(sorted(SCHEDULES))}")
+        m = get_manager()
+        typer.echo(f"domains: {', '.join(sorted(m.domains)) or 'none'}")
+        typer.echo(f"plugins: {', '.join(n for n, p in m.plugins.items() if not p.error and not p.disabled)}")
+
+    @app.command("plugins")
+    def plugins() -> None:
+        """Each plugin: built-in or its distribution and version, and what it registers."""
+        m = get_manager()
+        for p in m.plugins.values():
+            origin = "built-in" if p.builtin else f"{p.distribution} {p.version}"
+            state = "disabled" if p.disabled else ("ERROR" if p.error else "ok")
+            provides = "; ".join(f"{k}: {', '.join(v)}" for k, v in p.provides.items()) or "-"
+            typer.echo(f"{p.name:<12} {state:<8} {origin:<24} {provides}")
+            if p.error:
+                typer.echo(f"{'':<12} {p.error}")
+
+    @app.command("demo")
+    def demo(out: Annotated[Path, typer.Option("--out", help="Folder for every domain's files.")] = Path("demo-out"),
+             device: DeviceOpt = "auto", seed: SeedOpt = 0,
+             n: Annotated[int, typer.Option("-n", help="Samples per domain.")] = 8,
+             domains: Annotated[Optional[str], typer.Option("--domains", help="Comma-separated subset.")] = None) -> None:
+        """A quick end-to-end pass over every domain: shipped checkpoint (or a quick train), samples and previews."""
+        m = get_manager()
+        names = [d.strip() for d in domains.split(",")] if domains else sorted(m.domains)
+        dev = resolve_device(device)
+        failures = 0
+        for name in names:
+            domain = m.domain(name)
+            t0 = time.time()
+            try:
+                try:
+                    run = load_run(domain, None, dev)
+                    source = "shipped checkpoint"
+                except FileNotFoundError:
+                    run = train(domain, resolve_config(domain, "quick"), out / name / "run", device=str(dev))
+                    source = "quick training run"
+                g = torch.Generator(device=run.device).manual_seed(seed)
+                samples = domain.generate(run, n, generator=g)
+                files = write_samples(domain, samples, out / name, {"source": source, "seed": seed, "n": n})
+                typer.echo(f"[{name}] {len(files)} files from the {source} in {time.time() - t0:.0f} s")
+            except Exception as exc:  # one domain failing must not hide the others
+                failures += 1
+                typer.echo(f"[{name}] failed: {exc}", err=True)
+        typer.echo(f"demo output: {out.resolve()}")
+        if failures:
+            raise RuntimeError(f"{failures} domain(s) failed in the demo")
+
+    return app
+
+
+def build_app() -> typer.Typer:
+    """The root app with every registered domain's sub-app and plugin-contributed commands."""
+    app = _root()
+    m = get_manager()
+    for line in m.errors():
+        print(f"warning: {line}", file=sys.stderr)
+    for name, domain in sorted(m.domains.items()):
+        try:
+            app.add_typer(build_domain_app(domain), name=name, help=domain.summary)
+        except Exception as exc:
+            print(f"warning: domain {name!r} has no CLI: {exc}", file=sys.stderr)
+    m.hook.polydiff_cli(app=app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app; one clear line and exit 1 on failure (2 on a usage error)."""
+    if "--debug" in (argv or sys.argv[1:]):
+        DEBUG["on"] = True
+    try:
+        app = build_app()
+        app(args=argv, standalone_mode=False, prog_name="polydiff")
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
+    except click.exceptions.UsageError as exc:
+        exc.show()
+        sys.exit(2)
+    except (UsageError, ValueError, FileNotFoundError, KeyError, RuntimeError, OSError, FloatingPointError) as exc:
+        if DEBUG["on"]:
+            raise
+        sys.exit(fail(exc))
+    except Exception as exc:
+        if DEBUG["on"]:
+            raise
+        sys.exit(fail(exc))
+    sys.exit(0)
