@@ -26,6 +26,8 @@ from .chem import MoleculeError, MolGraph, featurize, mol_from_xyz, parse_smiles
 
 CACHE_VERSION = 1
 SPLITS = ("train", "val", "test")
+_OFFSETS = {"z": "atom", "pos": "atom", "perm": "atom", "atoms": "atom", "bonds": "bond", "bond_types": "bond",
+            "chiral": "chiral", "chiral_sign": "chiral", "double": "double", "double_sign": "double"}
 _ARRAY_KEYS = ("index", "smiles", "z", "pos", "perm", "atoms", "atom_offsets", "bonds", "bond_types", "bond_offsets",
                "chiral", "chiral_sign", "chiral_offsets", "double", "double_sign", "double_offsets")
 
@@ -113,7 +115,7 @@ class QM9:
         return int(self.arrays["index"].shape[0])
 
     def _slice(self, key: str, m: int) -> np.ndarray:
-        off = self.arrays[f"{key}_offsets"] if f"{key}_offsets" in self.arrays else self.arrays["atom_offsets"]
+        off = self.arrays[f"{_OFFSETS[key]}_offsets"]
         return self.arrays[key][off[m]:off[m + 1]]
 
     def positions(self, m: int) -> np.ndarray:
@@ -146,6 +148,21 @@ class QM9:
         r = self.arrays["index"] % 20
         mask = r == 0 if name == "test" else r == 1 if name == "val" else r >= 2
         return np.nonzero(mask)[0]
+
+    def select(self, mols: np.ndarray) -> "QM9":
+        """A new ``QM9`` with only the molecules at positions ``mols`` (in that order)."""
+        mols = np.asarray(mols, dtype=np.int64)
+        a = self.arrays
+        out = {"index": a["index"][mols], "smiles": a["smiles"][mols]}
+        for key, members in (("atom", ("z", "pos", "perm", "atoms")), ("bond", ("bonds", "bond_types")),
+                             ("chiral", ("chiral", "chiral_sign")), ("double", ("double", "double_sign"))):
+            off = a[f"{key}_offsets"]
+            lengths = off[mols + 1] - off[mols]
+            rows = np.concatenate([np.arange(off[m], off[m + 1]) for m in mols]) if len(mols) else np.zeros(0, int)
+            for name in members:
+                out[name] = a[name][rows.astype(np.int64)]
+            out[f"{key}_offsets"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        return QM9(out, dict(self.skipped))
 
     def heavy_atom_counts(self) -> np.ndarray:
         """Number of heavy atoms of each molecule."""
