@@ -1,0 +1,72 @@
+"""The audio domain's network and denoiser: the shared ``UNet2D`` over normalised log-mels [B, 1, n_mels, frames]."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from polydiff.core.denoisers import Denoiser
+from polydiff.domains.common.unet import UNet2D
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """U-Net sizes; ``num_classes`` 0 gives an unconditional model (else a null class is added for CFG)."""
+
+    base: int = 32
+    mults: tuple[int, ...] = (1, 2, 2)
+    num_res: int = 1
+    attn_levels: tuple[int, ...] = (2,)
+    num_classes: int = 10
+    dropout: float = 0.0
+    sigma_data: float = 1.0
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetConfig":
+        """Inverse of ``to_dict`` (lists become tuples)."""
+        d = dict(d)
+        for key in ("mults", "attn_levels"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+class MelUNet(nn.Module):
+    """``F(x_in, c_noise, cond)`` on [B, 1, n_mels, frames]; ``cond`` is None or ``{"label": LongTensor[B]}``."""
+
+    def __init__(self, config: NetConfig = NetConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.unet = UNet2D(1, base=config.base, mults=config.mults, num_res=config.num_res,
+                           attn_levels=config.attn_levels, num_classes=config.num_classes, dropout=config.dropout)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
+        if cond is not None and cond.get("label") is not None and self.config.num_classes == 0:
+            raise ValueError("this audio model is unconditional; sample without a class")
+        return self.unet(x, c_noise, cond)
+
+
+def build_denoiser(config: NetConfig = NetConfig()) -> Denoiser:
+    """EDM-preconditioned denoiser around a fresh ``MelUNet``."""
+    return Denoiser(MelUNet(config), parameterization="edm", sigma_data=config.sigma_data)
+
+
+def label_cond(labels: torch.Tensor | list[int] | None, batch: int, num_classes: int) -> dict | None:
+    """The ``cond`` dict for class ``labels`` (None -> the null class of a conditional model, or None if unconditional)."""
+    if num_classes == 0:
+        if labels is not None:
+            raise ValueError("this audio model is unconditional; sample without a class")
+        return None
+    if labels is None:
+        return {"label": torch.full((batch,), num_classes, dtype=torch.long)}
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    if labels.numel() == 1:
+        labels = labels.expand(batch)
+    if labels.numel() != batch or (labels < 0).any() or (labels > num_classes).any():
+        raise ValueError(f"labels must be {batch} integers in 0..{num_classes - 1}; got {labels.tolist()}")
+    return {"label": labels.clone()}
