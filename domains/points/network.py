@@ -84,8 +84,8 @@ class _Block(nn.Module):
 class PointSetTransformer(nn.Module):
     """The point denoiser network; ``cond`` is None or a dict with an optional ``"label"`` LongTensor [B].
 
-    ``num_classes = 0`` gives an unconditional network; otherwise label ``num_classes`` is the null class (and a
-    ``None`` cond means all-null).
+    ``num_classes = 0`` gives an unconditional network; otherwise label ``num_classes`` or any negative label
+    (``NULL_LABEL``) is the null class, and a ``None`` cond means all-null.
     """
 
     def __init__(self, dim: int = 128, depth: int = 4, latents: int = 32, heads: int = 4, num_classes: int = 0,
@@ -115,9 +115,9 @@ class PointSetTransformer(nn.Module):
             if labels is None:
                 labels = torch.full((batch,), self.num_classes, dtype=torch.long, device=c.device)
             labels = torch.as_tensor(labels, device=c.device).long()
-            if labels.shape != (batch,) or int(labels.min()) < 0 or int(labels.max()) > self.num_classes:
-                raise ValueError(f"cond['label'] must be {batch} class indices in [0, {self.num_classes}] "
-                                 f"({self.num_classes} = null class)")
+            if labels.shape != (batch,) or int(labels.max()) > self.num_classes:
+                raise ValueError(f"cond['label'] must be {batch} class indices in [0, {self.num_classes - 1}] "
+                                 f"(or {self.num_classes} / a negative label for the null class)")
             c = c + self.label(labels)
         return nn.functional.silu(c)
 

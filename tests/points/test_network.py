@@ -37,6 +37,7 @@ def test_samples_in_a_batch_are_independent_and_label_matters() -> None:
     other = net(x, c, {"label": torch.tensor([1, 1, 1])})
     assert (other[0] - full[0]).abs().max() > 1e-3
     assert torch.allclose(net(x, c, None), net(x, c, {"label": torch.full((3,), 3)}), atol=1e-6)
+    assert torch.allclose(net(x, c, None), net(x, c, {"label": torch.full((3,), -1)}), atol=1e-6)
 
 
 def test_unconditional_network_and_bad_inputs() -> None:

@@ -1,0 +1,283 @@
+"""The point-cloud domain as a polydiff plugin: meshes -> surface point sets -> set diffusion -> PLY files.
+
+Data: ``source`` is ``shapes`` (the labelled procedural set of ``shapes.py``), ``random_urdfs`` (pybullet's 1,000
+objects) or a folder of meshes. Clouds are normalised (``global`` as in PointFlow, or per ``shape``), and the
+normalisation is written next to every output. Samples, metrics and the held-out reference live in that normalised
+frame; PLY files are written in the data frame when the normalisation can be inverted (``global``).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from polydiff.domains.common.embeddings import NULL_LABEL, drop_labels
+from polydiff.plugins import hookimpl
+from polydiff.plugins.domain import Batch, Domain
+
+from .completion import complete
+from .data import Normalization, PointSet, load_set
+from .files import preview_grid, write_clouds
+from .metrics import evaluate_sets
+from .network import PointSetTransformer
+
+Tensor = torch.Tensor
+
+DEFAULT_DATA = {"source": "shapes", "n_points": 2048, "n_per_class": 100, "normalization": "global",
+                "held_out": 0.2, "conditional": True, "seed": 0, "limit": None}
+
+
+def presets() -> dict[str, dict[str, Any]]:
+    """``quick``: a few CPU minutes on 512-point clouds of the procedural set; ``full``: 2048 points, GPU-sized."""
+    quick = {
+        "data": {**DEFAULT_DATA, "n_points": 512, "n_per_class": 40},
+        "network": {"dim": 64, "depth": 3, "latents": 32, "heads": 4, "mlp_ratio": 2, "fourier": 16,
+                    "fourier_scale": 1.0},
+        "diffusion": {"parameterization": "edm", "sigma_data": 1.0, "schedule": "edm", "weighting": "edm",
+                      "cond_dropout": 0.1},
+        "train": {"steps": 200, "batch_size": 16, "lr": 1e-3, "ema_decay": 0.99, "warmup": 20, "log_every": 10,
+                  "ckpt_every": 100, "weight_decay": 0.0},
+        "sample": {"sampler": "heun", "steps": 18, "grid": "karras", "sigma_min": 0.002, "sigma_max": 80.0,
+                   "guidance_scale": 1.0},
+    }
+    full = {
+        **quick,
+        "data": {**DEFAULT_DATA, "n_points": 2048, "n_per_class": 500},
+        "network": {"dim": 256, "depth": 8, "latents": 128, "heads": 8, "mlp_ratio": 4, "fourier": 64,
+                    "fourier_scale": 1.0},
+        "train": {"steps": 200_000, "batch_size": 32, "lr": 2e-4, "ema_decay": 0.9999, "warmup": 2000,
+                  "log_every": 100, "ckpt_every": 5000, "weight_decay": 0.0},
+        "sample": {**quick["sample"], "steps": 25},
+    }
+    return {"quick": quick, "full": full}
+
+
+# ---- data -----------------------------------------------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    """The train and held-out parts of a set, already normalised, with the normalisation fitted on train."""
+
+    train: PointSet
+    test: PointSet
+    normalization: Normalization
+    train_points: np.ndarray
+    test_points: np.ndarray
+
+    @property
+    def conditional(self) -> bool:
+        return len(self.train.classes) > 0
+
+
+def _data_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(cfg) - set(DEFAULT_DATA)
+    if unknown:
+        raise ValueError(f"unknown points data setting(s): {', '.join(sorted(unknown))}; known: {', '.join(DEFAULT_DATA)}")
+    return {**DEFAULT_DATA, **cfg}
+
+
+@functools.lru_cache(maxsize=4)
+def _prepare(key: str) -> Prepared:
+    c = json.loads(key)
+    full = load_set(str(c["source"]), int(c["n_points"]), seed=int(c["seed"]), n_per_class=int(c["n_per_class"]),
+                    limit=c["limit"])
+    if not c["conditional"]:
+        full = PointSet(full.points, full.names, np.full(len(full), -1, dtype=np.int64), (), full.source, full.skipped)
+    train, test = full.split("train", c["held_out"]), full.split("test", c["held_out"])
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(f"the set {c['source']} ({len(full)} items) leaves an empty train or held-out part; "
+                         "use more meshes or change data.held_out")
+    norm = Normalization.fit(c["normalization"], train.points)
+    return Prepared(train, test, norm, norm.apply(train.points), norm.apply(test.points))
+
+
+def prepare(data_cfg: dict[str, Any]) -> Prepared:
+    """Load (cached) and split the configured set and fit the normalisation on its train part."""
+    return _prepare(json.dumps(_data_cfg(data_cfg), sort_keys=True))
+
+
+class CloudDataset(torch.utils.data.Dataset):
+    """Normalised clouds with their labels (-1 when the set is unlabelled or unconditional)."""
+
+    def __init__(self, points: np.ndarray, labels: np.ndarray, conditional: bool) -> None:
+        self.points = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.conditional = conditional
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, bool]:
+        return self.points[i], self.labels[i], self.conditional
+
+
+def collate(items: list[tuple[Tensor, Tensor, bool]]) -> Batch:
+    """Stack clouds into x0 [B, N, 3]; the condition is ``{"label": [B]}`` for a conditional set, else None."""
+    x0 = torch.stack([p for p, _, _ in items])
+    if not items[0][2]:
+        return Batch(x0)
+    return Batch(x0, {"label": torch.stack([lab for _, lab, _ in items])})
+
+
+def build_dataset(cfg: dict[str, Any], split: str) -> CloudDataset:
+    """``train`` clouds, or the held-out ones for ``val``/``test``."""
+    p = prepare(cfg)
+    if split == "train":
+        return CloudDataset(p.train_points, p.train.labels, p.conditional)
+    if split in ("val", "test"):
+        return CloudDataset(p.test_points, p.test.labels, p.conditional)
+    raise ValueError(f"unknown split {split!r}; choose train, val or test")
+
+
+def build_network(cfg: dict[str, Any]) -> PointSetTransformer:
+    """The set transformer of the ``network`` config, class-conditional when the set has labels."""
+    p = prepare(cfg["data"])
+    return PointSetTransformer(num_classes=len(p.train.classes) if p.conditional else 0, **cfg["network"])
+
+
+def drop_cond(cond: Any, p: float, generator: torch.Generator) -> Any:
+    """Label dropout for classifier-free guidance."""
+    if cond is None:
+        return None
+    return {**cond, "label": drop_labels(cond["label"], p, NULL_LABEL, generator)}
+
+
+def null_cond(cond: Any) -> Any:
+    """The unconditional version of a condition."""
+    if cond is None:
+        return None
+    return {**cond, "label": torch.full_like(cond["label"], NULL_LABEL)}
+
+
+# ---- sampling -------------------------------------------------------------------------------------------------
+
+def class_index(run, label: int | str | None) -> int | None:
+    """A class given by index or name -> index (None stays None), with a clear error for the run's set."""
+    if label is None:
+        return None
+    classes = prepare(run.config["data"]).train.classes
+    if not classes:
+        raise ValueError("this run was trained on an unlabelled set: it cannot sample a given class")
+    if isinstance(label, str) and not label.lstrip("-").isdigit():
+        if label not in classes:
+            raise ValueError(f"unknown class {label!r}; classes: {', '.join(classes)}")
+        return classes.index(label)
+    idx = int(label)
+    if not 0 <= idx < len(classes):
+        raise ValueError(f"class index must be in 0..{len(classes) - 1} ({', '.join(classes)})")
+    return idx
+
+
+def generate(run, n: int, *, sampler: str | None = None, steps: int | None = None,
+             generator: torch.Generator | None = None, label: int | str | None = None,
+             labels: Tensor | None = None, guidance_scale: float | None = None, partial: np.ndarray | None = None,
+             sigmas: Tensor | None = None, batch_size: int = 64, progress: bool = False) -> dict[str, Any]:
+    """Draw n clouds (normalised frame); ``label`` (name or index) or ``labels`` [n] picks classes, ``partial``
+    [K, 3] (data frame) is completed (known points fixed, the rest generated: completion or upsampling)."""
+    p = prepare(run.config["data"])
+    n_points = int(run.config["data"]["n_points"])
+    idx = class_index(run, label)
+    if labels is None:
+        labels = torch.full((n,), NULL_LABEL if idx is None else idx, dtype=torch.long)
+    labels = labels.to(run.device)
+    sigmas = run.sigmas(steps) if sigmas is None else sigmas.to(run.device)
+    method = sampler or run.config["sample"]["sampler"]
+    out = []
+    for start in range(0, n, batch_size):
+        lab = labels[start:start + batch_size]
+        b = len(lab)
+        cond = {"label": lab} if p.conditional else None
+        den = run.guided(cond, guidance_scale) if p.conditional and bool((lab >= 0).any()) else run.denoiser
+        if partial is not None:
+            known = torch.as_tensor(p.normalization.apply(np.asarray(partial, dtype=np.float32)[None])[0]
+                                    if p.normalization.mode == "global" else partial, dtype=torch.float32)
+            pts = complete(den, known.to(run.device).expand(b, -1, -1), n_points, sigmas, method, cond=cond,
+                           generator=generator)
+        else:
+            pts = run.sample(torch.empty(b, n_points, 3), cond=cond, sampler=method, sigmas=sigmas,
+                             generator=generator, denoiser=den, progress=progress)
+        out.append(pts.float().cpu())
+    points = torch.cat(out).numpy()
+    classes = list(p.train.classes)
+    return {"points": points, "labels": labels.cpu().numpy(), "classes": classes,
+            "normalization": p.normalization.to_dict()}
+
+
+def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> list[Path]:
+    """One PLY per cloud (data frame when the normalisation inverts), a PNG grid and ``clouds.json`` (normalisation,
+    frame, classes); ``info`` gains the normalisation so the CLI's samples.json states it too."""
+    norm = Normalization.from_dict(samples["normalization"])
+    frame = "data" if norm.mode == "global" else "normalised (per-shape: centred, unit bounding sphere)"
+    pts = norm.invert(samples["points"])
+    out = Path(out)
+    files = write_clouds(out, pts)
+    classes = samples.get("classes") or []
+    titles = [classes[int(lab)] if classes and lab >= 0 else f"#{i}" for i, lab in enumerate(samples["labels"])]
+    files.append(preview_grid(samples["points"][:16], out / "preview.png", titles[:16]))
+    meta = {"n_clouds": int(len(pts)), "n_points": int(pts.shape[1]), "ply_frame": frame,
+            "normalization": samples["normalization"], "labels": [titles[i] for i in range(len(pts))], **info}
+    info["normalization"] = samples["normalization"]
+    info["ply_frame"] = frame
+    (out / "clouds.json").write_text(json.dumps(meta, indent=2, default=str))
+    files.append(out / "clouds.json")
+    return files
+
+
+# ---- evaluation -----------------------------------------------------------------------------------------------
+
+def evaluate(run, *, sampler: str | None = None, steps: int | None = None, n: int | None = None,
+             generator: torch.Generator | None = None, metrics: tuple[str, ...] = ("cd", "emd"),
+             emd_points: int = 256, guidance_scale: float | None = None, oracle: bool = True) -> dict[str, float]:
+    """MMD, COV and 1-NNA (CD and EMD) of generated clouds against the held-out set, next to the train-vs-held-out
+    oracle. Generated clouds copy the held-out labels when the model is conditional. At most ``n`` references."""
+    p = prepare(run.config["data"])
+    m = len(p.test) if n is None else min(n, len(p.test))
+    pick = np.random.default_rng(0).permutation(len(p.test))[:m]
+    ref = torch.from_numpy(p.test_points[pick])
+    labels = torch.from_numpy(p.test.labels[pick]) if p.conditional else None
+    t0 = time.perf_counter()
+    gen = generate(run, m, sampler=sampler, steps=steps, generator=generator, labels=labels,
+                   guidance_scale=guidance_scale)["points"]
+    seconds = time.perf_counter() - t0
+    result = evaluate_sets(torch.from_numpy(gen), ref, metrics, emd_points)
+    result["n_reference"] = float(m)
+    result["sample_seconds_per_shape"] = seconds / m
+    if oracle:
+        train_pick = np.random.default_rng(1).permutation(len(p.train))[:m]
+        orc = evaluate_sets(torch.from_numpy(p.train_points[train_pick]), ref, metrics, emd_points)
+        result.update({f"oracle_{k}": v for k, v in orc.items() if k != "emd_points"})
+    return result
+
+
+def make_domain() -> Domain:
+    """The points Domain."""
+    from .cli import add_commands
+
+    return Domain(
+        name="points",
+        summary="point clouds from meshes (procedural shapes, pybullet random_urdfs, your folder): PLY out",
+        presets=presets(),
+        build_dataset=build_dataset,
+        build_network=build_network,
+        generate=generate,
+        save_samples=save_samples,
+        evaluate=evaluate,
+        primary_metric="1nna_cd",
+        lower_is_better=True,
+        collate=collate,
+        drop_cond=drop_cond,
+        null_cond=null_cond,
+        cli=add_commands,
+        extras={"metrics": evaluate_sets, "prepare": prepare},
+    )
+
+
+@hookimpl
+def polydiff_register_domains(register) -> None:
+    register(make_domain())
