@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from polydiff.core.denoisers import Denoiser
+from polydiff.domains.common.embeddings import NULL_LABEL
 from polydiff.domains.common.unet import UNet2D
 
 
@@ -57,16 +58,17 @@ def build_denoiser(config: NetConfig = NetConfig()) -> Denoiser:
 
 
 def label_cond(labels: torch.Tensor | list[int] | None, batch: int, num_classes: int) -> dict | None:
-    """The ``cond`` dict for class ``labels`` (None -> the null class of a conditional model, or None if unconditional)."""
+    """The ``cond`` dict for class ``labels`` (None -> the null label of a conditional model, or None if unconditional)."""
     if num_classes == 0:
         if labels is not None:
             raise ValueError("this audio model is unconditional; sample without a class")
         return None
     if labels is None:
-        return {"label": torch.full((batch,), num_classes, dtype=torch.long)}
+        return {"label": torch.full((batch,), NULL_LABEL, dtype=torch.long)}
     labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
     if labels.numel() == 1:
         labels = labels.expand(batch)
-    if labels.numel() != batch or (labels < 0).any() or (labels > num_classes).any():
-        raise ValueError(f"labels must be {batch} integers in 0..{num_classes - 1}; got {labels.tolist()}")
+    if labels.numel() != batch or (labels < NULL_LABEL).any() or (labels >= num_classes).any():
+        raise ValueError(f"labels must be {batch} integers in 0..{num_classes - 1} (or {NULL_LABEL} for none); "
+                         f"got {labels.tolist()}")
     return {"label": labels.clone()}
