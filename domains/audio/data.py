@@ -1,0 +1,130 @@
+"""The audio domain's data pipeline: a configured source (built-in digits or a folder) -> split clips -> normalised
+log-mels, with the normalisation fitted on the training clips (deterministic, so it can be recomputed or stored)."""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from polydiff.plugins.domain import Batch
+
+from .clipset import ClipSet
+from .digits import DigitSetConfig, load_digits
+from .features import MelConfig, MelNormalizer, fit_normalizer, mels_of
+from .folder import load_folder
+
+DEFAULT_DATA: dict[str, Any] = {
+    "source": "digits", "folder": None, "n_voices": 10, "takes": 1, "seed": 0, "valid_fraction": 0.1,
+    "test_fraction": 0.2, "conditional": True, "n_mels": 64, "normalizer": None,
+}
+
+
+def data_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The data settings with defaults filled in; unknown keys are a clear error."""
+    unknown = set(cfg) - set(DEFAULT_DATA)
+    if unknown:
+        raise ValueError(f"unknown audio data setting(s): {', '.join(sorted(unknown))}; known: {', '.join(DEFAULT_DATA)}")
+    out = {**DEFAULT_DATA, **cfg}
+    if out["source"] not in ("digits", "folder"):
+        raise ValueError(f"data.source must be 'digits' or 'folder', not {out['source']!r}")
+    if out["source"] == "folder" and not out["folder"]:
+        raise ValueError("data.source 'folder' needs data.folder (a folder of .wav/.flac/.ogg files)")
+    return out
+
+
+@dataclass
+class Prepared:
+    """Train and test clips with their normalised log-mels [N, 1, n_mels, frames] and the normaliser."""
+
+    train: ClipSet
+    test: ClipSet
+    normalizer: MelNormalizer
+    train_x: torch.Tensor
+    test_x: torch.Tensor
+    conditional: bool
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.train.class_names
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the network is conditioned on (0 for an unconditional model)."""
+        return self.train.num_classes if self.conditional else 0
+
+
+def _split_folder(clips: ClipSet, test_fraction: float, seed: int) -> tuple[ClipSet, ClipSet]:
+    """Every k-th file of each class (in a seeded order) goes to test."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(clips), generator=gen)
+    every = max(2, round(1 / test_fraction)) if test_fraction > 0 else len(clips) + 1
+    test_idx, seen = [], {}
+    for i in order.tolist():
+        lab = int(clips.labels[i])
+        seen[lab] = seen.get(lab, 0) + 1
+        if seen[lab] % every == 0:
+            test_idx.append(i)
+    train_idx = sorted(set(range(len(clips))) - set(test_idx))
+    return clips.subset(train_idx), clips.subset(sorted(test_idx))
+
+
+def load_clips(c: dict[str, Any]) -> tuple[ClipSet, ClipSet]:
+    """(train, test) clips of the configured source; digits are split by voice, folders per class."""
+    if c["source"] == "digits":
+        dcfg = DigitSetConfig(n_voices=int(c["n_voices"]), takes=int(c["takes"]), seed=int(c["seed"]),
+                              valid_fraction=float(c["valid_fraction"]), test_fraction=float(c["test_fraction"]))
+        return load_digits(dcfg, "train", verbose=True), load_digits(dcfg, "test")
+    clips, _ = load_folder(c["folder"])
+    return _split_folder(clips, float(c["test_fraction"]), int(c["seed"]))
+
+
+@functools.lru_cache(maxsize=4)
+def _prepare(key: str) -> Prepared:
+    c = json.loads(key)
+    train, test = load_clips(c)
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(f"the audio set leaves an empty train ({len(train)}) or test ({len(test)}) part; add clips")
+    mel_cfg = MelConfig(n_mels=int(c["n_mels"]))
+    train_mels, test_mels = mels_of(train.waves, mel_cfg), mels_of(test.waves, mel_cfg)
+    norm = fit_normalizer(train_mels, mel_cfg) if c["normalizer"] is None else MelNormalizer.from_dict(c["normalizer"])
+    conditional = bool(c["conditional"]) and train.num_classes > 0
+    return Prepared(train, test, norm, norm.normalize(train_mels)[:, None], norm.normalize(test_mels)[:, None], conditional)
+
+
+def prepare(cfg: dict[str, Any]) -> Prepared:
+    """Load (cached) and split the configured clips and normalise their log-mels."""
+    return _prepare(json.dumps(data_config(cfg), sort_keys=True))
+
+
+class MelDataset(torch.utils.data.Dataset):
+    """Normalised log-mels [1, n_mels, frames] with their labels (-1 = none) and whether the model is conditional."""
+
+    def __init__(self, x: torch.Tensor, labels: torch.Tensor, conditional: bool) -> None:
+        self.x, self.labels, self.conditional = x, labels, conditional
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        return self.x[i], self.labels[i], self.conditional
+
+
+def collate(items: list[tuple[torch.Tensor, torch.Tensor, bool]]) -> Batch:
+    """Stack mels into x0 [B, 1, n_mels, frames]; cond is ``{"label": [B]}`` for a conditional model, else None."""
+    x0 = torch.stack([x for x, _, _ in items])
+    if not items[0][2]:
+        return Batch(x0)
+    return Batch(x0, {"label": torch.stack([lab for _, lab, _ in items])})
+
+
+def build_dataset(cfg: dict[str, Any], split: str) -> MelDataset:
+    """``train`` mels, or the held-out (unheard voices) ones for ``val``/``test``."""
+    p = prepare(cfg)
+    if split == "train":
+        return MelDataset(p.train_x, p.train.labels, p.conditional)
+    if split in ("val", "test"):
+        return MelDataset(p.test_x, p.test.labels, p.conditional)
+    raise ValueError(f"unknown split {split!r}; choose train, val or test")
