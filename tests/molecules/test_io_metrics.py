@@ -1,0 +1,116 @@
+"""File I/O (.smi, SDF in/out, PNG), RMSD metric and the ETKDG baseline on real QM9 molecules, sampling helpers."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem
+from rdkit.Chem import AllChem
+
+from polydiff.domains.molecules.chem import featurize, parse_smiles
+from polydiff.domains.molecules.io import read_inputs, read_sdf, read_smi, with_conformers, write_sdf
+from polydiff.domains.molecules.metrics import (benchmark, etkdg_conformers, etkdg_method, format_table, heavy_rmsd,
+                                                min_rmsd, summarize)
+from polydiff.domains.molecules.preview import conformers_png
+from polydiff.domains.molecules.sampling import fix_mirror, stereo_ok
+
+
+def test_smi_file_with_bad_lines(tmp_path):
+    path = tmp_path / "in.smi"
+    path.write_text("CCO ethanol\n# comment\n\nC1CC broken\nCCCl chloro\n[H][H] hydrogen\nC[C@H](N)C(=O)O ala\n")
+    items = read_smi(path)
+    assert [i.name for i in items] == ["ethanol", "broken", "chloro", "hydrogen", "ala"]
+    assert [i.mol is not None for i in items] == [True, False, False, False, True]
+    errors = [i.error for i in items if i.error]
+    assert "in.smi:4: invalid SMILES" in errors[0] and "Cl" in errors[1] and "no heavy atoms" in errors[2]
+    assert all("\n" not in e for e in errors)
+    assert items[0].mol.GetNumAtoms() == 9  # hydrogens added
+
+
+def test_sdf_input_ignores_coordinates_and_reference_needs_3d(tmp_path):
+    mol = parse_smiles("CC(=O)N")
+    AllChem.EmbedMolecule(mol, randomSeed=1)
+    flat = Chem.Mol(mol)
+    flat.RemoveAllConformers()  # written with all-zero coordinates
+    path = tmp_path / "in.sdf"
+    with Chem.SDWriter(str(path)) as w:
+        mol.SetProp("_Name", "acetamide")
+        w.write(mol)
+        flat.SetProp("_Name", "nocoords")
+        w.write(flat)
+    items = read_sdf(path)
+    assert [i.name for i in items] == ["acetamide", "nocoords"] and all(i.mol.GetNumConformers() == 0 for i in items)
+    refs = read_sdf(path, need_3d=True)
+    assert refs[0].mol is not None and refs[0].mol.GetNumConformers() == 1
+    assert refs[1].mol is None and "no 3D coordinates" in refs[1].error
+    mixed = read_inputs(["CCO", str(path), str(tmp_path / "missing.sdf"), "CCO"])
+    assert [i.name for i in mixed][-1] == "CCO_2" and "does not exist" in mixed[3].error
+
+
+def test_write_sdf_k_conformers_and_png(tmp_path):
+    mol = parse_smiles("OCC(F)C#N")
+    AllChem.EmbedMultipleConfs(mol, 3, randomSeed=3)
+    pos = np.stack([c.GetPositions() for c in mol.GetConformers()])
+    out = with_conformers(mol, pos)
+    path = write_sdf(out, tmp_path / "m.sdf", "m")
+    back = [m for m in Chem.SDMolSupplier(str(path), removeHs=False)]
+    assert len(back) == 3 and all(m.GetNumAtoms() == mol.GetNumAtoms() for m in back)
+    assert np.allclose(back[2].GetConformer().GetPositions(), pos[2], atol=1e-4)
+    png = conformers_png(out, tmp_path / "m.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    with pytest.raises(ValueError, match="shape"):
+        with_conformers(mol, pos[:, :3])
+
+
+def test_rmsd_symmetry_and_closed_form():
+    mol = parse_smiles("c1ccccc1C(=O)O")
+    AllChem.EmbedMolecule(mol, randomSeed=5)
+    pos = mol.GetConformer().GetPositions()
+    R = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0].numpy()
+    moved = with_conformers(mol, (pos @ R.T + np.array([1.0, -2.0, 3.0]))[None])
+    assert heavy_rmsd(moved, mol) < 1e-4
+    # renumbering the atoms (a symmetry-aware metric must not care)
+    order = list(np.random.default_rng(0).permutation(mol.GetNumAtoms()))
+    assert heavy_rmsd(Chem.RenumberAtoms(moved, [int(i) for i in order]), mol) < 1e-4
+    # one heavy atom displaced by d: after optimal alignment 0 < RMSD <= d / sqrt(n_heavy)
+    d, n_heavy = 0.9, mol.GetNumHeavyAtoms()
+    shifted = pos.copy()
+    shifted[0] += np.array([0.0, 0.0, d])
+    r = heavy_rmsd(with_conformers(mol, shifted[None]), mol)
+    assert 0.05 < r <= d / math.sqrt(n_heavy) + 1e-9
+
+
+def test_summarize_exact():
+    s = summarize([0.1, 0.4, 0.6, math.inf])
+    assert s["n"] == 4 and s["median"] == 0.5 and s["coverage"] == 0.5 and s["failed"] == 1
+    assert abs(s["mean"] - (1.1 / 3)) < 1e-12
+
+
+def test_etkdg_baseline_on_real_qm9(qm9_small):
+    heavy = qm9_small.heavy_atom_counts()
+    refs = [qm9_small.mol(m) for m in np.nonzero(heavy >= 6)[0][:4]]
+    assert len(refs) == 4
+    results = benchmark(refs, {"etkdg": etkdg_method(0)}, k=3)
+    r = results["etkdg"]
+    assert r["n"] == 4 and r["failed"] == 0 and 0 <= r["median"] < 1.5 and r["sec_per_conformer"] > 0
+    assert "etkdg" in format_table(results)
+    confs = etkdg_conformers(refs[0], 3, seed=0)
+    assert confs.GetNumConformers() == 3 and min_rmsd(confs, refs[0]) == pytest.approx(
+        min(heavy_rmsd(confs, refs[0], c.GetId()) for c in confs.GetConformers()))
+
+
+def test_mirror_fix_restores_handedness():
+    mol = parse_smiles("C[C@H](O)[C@@H](F)N")
+    AllChem.EmbedMolecule(mol, randomSeed=2)
+    graph = featurize(mol)
+    pos = mol.GetConformer().GetPositions()
+    assert stereo_ok(pos, graph)
+    inverted = -pos
+    assert not stereo_ok(inverted, graph)
+    fixed, flipped = fix_mirror(inverted, graph)
+    assert flipped and stereo_ok(fixed, graph)
+    check = with_conformers(mol, fixed[None])
+    Chem.AssignStereochemistryFrom3D(check)
+    assert Chem.MolToSmiles(Chem.RemoveHs(check)) == Chem.MolToSmiles(Chem.RemoveHs(mol))
