@@ -146,7 +146,7 @@ def distill(denoiser: Callable[..., Tensor], condition: Condition, cfg: DistillC
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if callback is not None:
             callback(step, losses[-1])
     fld.eval()
