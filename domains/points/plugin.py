@@ -179,7 +179,9 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
              labels: Tensor | None = None, guidance_scale: float | None = None, partial: np.ndarray | None = None,
              sigmas: Tensor | None = None, batch_size: int = 64, progress: bool = False) -> dict[str, Any]:
     """Draw n clouds (normalised frame); ``label`` (name or index) or ``labels`` [n] picks classes, ``partial``
-    [K, 3] (data frame) is completed (known points fixed, the rest generated: completion or upsampling)."""
+    [K, 3] is completed (known points fixed, the rest generated: completion or upsampling). ``partial`` is in the data
+    frame under ``global`` normalisation and must already be normalised under ``shape`` (its own bounding sphere is
+    not the full shape's)."""
     p = prepare(run.config["data"])
     n_points = int(run.config["data"]["n_points"])
     idx = class_index(run, label)
