@@ -16,11 +16,7 @@ from .qm9 import QM9, load_qm9
 def qm9_subset(cfg: dict[str, Any]) -> QM9:
     """QM9 as the data config asks: ``max_rows`` (first rows of the CSVs) or ``subsample`` s (keep molecules with
     (Index // 20) % s == 0: every split residue kept, so the splits stay proportional)."""
-    qm9 = load_qm9(max_rows=cfg.get("max_rows"))
-    s = int(cfg.get("subsample", 1))
-    if s > 1:
-        qm9 = qm9.select(np.nonzero((qm9.arrays["index"] // 20) % s == 0)[0])
-    return qm9
+    return load_qm9(max_rows=cfg.get("max_rows"), subsample=int(cfg.get("subsample", 1)))
 
 
 class ConformerDataset(torch.utils.data.Dataset):

@@ -55,8 +55,17 @@ def split_of(index: int) -> str:
     return "test" if r == 0 else "val" if r == 1 else "train"
 
 
-def iter_rows(files: list[Path] | None = None, max_rows: int | None = None) -> Iterator[dict[str, str]]:
-    """CSV rows of QM9 as dicts (only the columns used), ``max_rows`` in total at most."""
+def _keep(row: dict[str, str], subsample: int) -> bool:
+    try:
+        return subsample <= 1 or (int(row["Index"]) // 20) % subsample == 0
+    except (KeyError, TypeError, ValueError):
+        return True  # a malformed row goes on to be counted as skipped
+
+
+def iter_rows(files: list[Path] | None = None, max_rows: int | None = None,
+              subsample: int = 1) -> Iterator[dict[str, str]]:
+    """CSV rows of QM9 as dicts (only the columns used), ``max_rows`` in total at most (counted before
+    ``subsample`` s keeps the molecules with (Index // 20) % s == 0: all residues mod 20, so splits stay proportional)."""
     csv.field_size_limit(1 << 30)
     n = 0
     for path in files or qm9_csv_files():
@@ -65,7 +74,8 @@ def iter_rows(files: list[Path] | None = None, max_rows: int | None = None) -> I
                 if max_rows is not None and n >= max_rows:
                     return
                 n += 1
-                yield {k: row.get(k) for k in ("Index", "SMILES", "Elements", "XYZ_Ang")}
+                if _keep(row, subsample):
+                    yield {k: row.get(k) for k in ("Index", "SMILES", "Elements", "XYZ_Ang")}
 
 
 def _literal(text: str):
@@ -201,9 +211,10 @@ def _pack(records: list[tuple]) -> dict[str, np.ndarray]:
     return out
 
 
-def build_qm9(max_rows: int | None = None, workers: int = 1, files: list[Path] | None = None) -> QM9:
+def build_qm9(max_rows: int | None = None, workers: int = 1, files: list[Path] | None = None,
+              subsample: int = 1) -> QM9:
     """Parse QM9 rows into a ``QM9`` (no cache); malformed or mismatching rows are skipped and counted by reason."""
-    rows = iter_rows(files, max_rows)
+    rows = iter_rows(files, max_rows, subsample)
     if workers > 1:
         with get_context("spawn").Pool(workers) as pool:
             results = list(pool.imap(_process, rows, chunksize=256))
@@ -214,17 +225,27 @@ def build_qm9(max_rows: int | None = None, workers: int = 1, files: list[Path] |
     return QM9(_pack(records), dict(skipped))
 
 
-def load_qm9(max_rows: int | None = None, workers: int | None = None, directory: Path | None = None) -> QM9:
-    """QM9 from the cache, parsing and caching it (atomically) on first use; ``max_rows`` limits to the first rows."""
+def _subsampled(qm9: QM9, subsample: int) -> QM9:
+    return qm9.select(np.nonzero((qm9.arrays["index"] // 20) % subsample == 0)[0]) if subsample > 1 else qm9
+
+
+def load_qm9(max_rows: int | None = None, workers: int | None = None, directory: Path | None = None,
+             subsample: int = 1) -> QM9:
+    """QM9 from the cache, parsing and caching it (atomically) on first use; ``max_rows`` limits to the first rows,
+    ``subsample`` keeps one molecule group in s (see ``iter_rows``), taken from the full cache when that exists."""
     directory = Path(directory) if directory is not None else cache_dir()
-    path = directory / f"qm9_v{CACHE_VERSION}_{'all' if max_rows is None else max_rows}.npz"
+    rows = "all" if max_rows is None else max_rows
+    path = directory / f"qm9_v{CACHE_VERSION}_{rows}{'' if subsample <= 1 else f'_sub{subsample}'}.npz"
+    full = directory / f"qm9_v{CACHE_VERSION}_{rows}.npz"
+    if subsample > 1 and not path.exists() and full.exists():
+        return _subsampled(load_qm9(max_rows, workers, directory), subsample)
     if path.exists():
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in _ARRAY_KEYS}
             skipped = json.loads(str(data["skipped"]))
         return QM9(arrays, skipped)
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
-    qm9 = build_qm9(max_rows, workers if (max_rows is None or max_rows > 2000) else 1)
+    qm9 = build_qm9(max_rows, workers if (max_rows is None or max_rows > 2000) else 1, subsample=subsample)
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz")
     os.close(fd)

@@ -127,3 +127,12 @@ def test_malformed_rows_are_skipped_and_counted(tmp_path):
     q = build_qm9(files=[path])
     assert len(q) == 2 and sum(q.skipped.values()) == 4
     assert np.allclose(q.positions(0), q.positions(1), atol=1e-6)
+
+
+def test_subsample_keeps_split_residues(tmp_path, qm9_small):
+    sub = load_qm9(max_rows=300, directory=tmp_path, subsample=3)  # parsed directly (no full cache there)
+    idx = sub.arrays["index"]
+    assert len(sub) > 0 and set((idx // 20) % 3) == {0}
+    expected = qm9_small.select(np.nonzero((qm9_small.arrays["index"] // 20) % 3 == 0)[0])
+    assert np.array_equal(sub.arrays["index"], expected.arrays["index"])
+    assert np.array_equal(sub.arrays["pos"], expected.arrays["pos"])

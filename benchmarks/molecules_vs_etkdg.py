@@ -1,0 +1,76 @@
+"""Conformer generation: a polydiff molecules run vs. RDKit ETKDGv3 on the QM9 test split (not run by CI).
+
+Data: QM9 (qm9pack), test split (Index % 20 == 0), molecules with >= ``--min-heavy`` heavy atoms, the first ``--n``.
+Metric: per molecule the min over K conformers of the heavy-atom RMSD to the DFT geometry after symmetry-aware
+alignment (RDKit GetBestRMS); median and mean of that minimum, coverage at 0.5 A, time per conformer.
+Peer: ETKDGv3 with the same K. The model uses ``--steps`` Heun intervals (2 * steps - 1 denoiser evaluations).
+
+    python benchmarks/molecules_vs_etkdg.py --run runs/molecules --n 200 --k 5 --steps 25
+    python benchmarks/molecules_vs_etkdg.py --n 200 --k 5            # ETKDG alone (no run)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from polydiff.core.samplers import nfe
+from polydiff.domains.molecules.metrics import benchmark, etkdg_method, format_table
+from polydiff.domains.molecules.qm9 import load_qm9
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", default=None, help="run folder of `polydiff molecules train` (omit: ETKDG only)")
+    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--min-heavy", type=int, default=6)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--sampler", default="heun")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = p.parse_args()
+
+    torch.manual_seed(args.seed)
+    qm9 = load_qm9()
+    test = qm9.split("test")
+    test = test[qm9.heavy_atom_counts()[test] >= args.min_heavy][: args.n]
+    refs = [qm9.mol(int(m)) for m in test]
+    print(f"QM9 test split: {len(refs)} molecules with >= {args.min_heavy} heavy atoms, K = {args.k} "
+          f"({sum(qm9.skipped.values())} of {len(qm9) + sum(qm9.skipped.values())} QM9 rows skipped at parsing)")
+
+    methods = {"etkdg": etkdg_method(args.seed)}
+    if args.run:
+        from polydiff.domains.molecules.io import MolInput
+        from polydiff.plugins.manager import get_manager
+        from polydiff.plugins.runs import load_run
+
+        domain = get_manager().domain("molecules")
+        run = load_run(domain, args.run, args.device)
+        gen = torch.Generator(device=run.device).manual_seed(args.seed)
+
+        def model(mols, k):
+            inputs = [MolInput(str(i), m) for i, m in enumerate(mols)]
+            out = domain.generate(run, len(mols), sampler=args.sampler, steps=args.steps, generator=gen, inputs=inputs,
+                                  k=k)
+            return [m for _, m in out["molecules"]]
+
+        methods[f"polydiff({nfe(args.sampler, args.steps)} NFE)"] = model
+    t0 = time.time()
+    results = benchmark(refs, methods, k=args.k)
+    print(format_table(results))
+    print(f"(total {time.time() - t0:.0f} s; heavy-atom RMSD in Angstrom; coverage = share of molecules with a "
+          f"conformer within 0.5 A)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "results": results,
+                       "qm9_index": [int(qm9.arrays["index"][m]) for m in test]}, f, indent=2,
+                      default=lambda v: float(v) if isinstance(v, np.floating) else str(v))
+
+
+if __name__ == "__main__":
+    main()
