@@ -26,6 +26,7 @@ class GaussianMixture:
         self.covs = covs
         w = torch.ones(k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         self.weights = w / w.sum()
+        self.eigvals, self.eigvecs = torch.linalg.eigh(self.covs)
 
     @property
     def dim(self) -> int:
@@ -39,15 +40,11 @@ class GaussianMixture:
         x = self.means[labels] + torch.einsum("nij,nj->ni", chol[labels], z)
         return x.float(), labels
 
-    def _eigen(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        lam, U = torch.linalg.eigh(self.covs)
-        return lam.to(x.device), U.to(x.device)
-
     def _project(self, x: Tensor, sigma: Tensor | float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Coordinates of x - mu_k in each component's eigenbasis, the noised eigenvalues, the eigenvectors, sigma."""
         x = x.double()
         sig = torch.as_tensor(sigma, dtype=torch.float64, device=x.device).expand(x.shape[0])
-        lam, U = self._eigen(x)
+        lam, U = self.eigvals.to(x.device), self.eigvecs.to(x.device)
         z = torch.einsum("kji,nkj->nki", U, x[:, None, :] - self.means.to(x.device)[None])
         return z, lam[None] + sig[:, None, None] ** 2, U, lam
 

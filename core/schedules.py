@@ -72,9 +72,8 @@ class Schedule:
 class LinearBeta(Schedule):
     """DDPM's linear betas (Ho et al. 2020): ``beta_t`` from ``beta_start`` to ``beta_end`` over T discrete steps.
 
-    Discrete step k (1..T) sits at t = k / T; alpha_bar is the cumulative product of (1 - beta). Between steps the
-    continuous-time limit beta(t) = T (beta_start + t (beta_end - beta_start)) is integrated in closed form, which
-    matches the product to O(beta^2).
+    Discrete step k (1..T) sits at t = k / T; alpha_bar is the cumulative product of (1 - beta), exactly, and
+    -log alpha_bar is interpolated linearly in t between steps, so continuous-time samplers see the same chain.
     """
 
     T: int = 1000
@@ -100,19 +99,25 @@ class LinearBeta(Schedule):
         ab = self.alphas_cumprod
         return ((1 - ab) / ab).sqrt()
 
+    def _cum(self, like: Tensor) -> Tensor:
+        """-log alpha_bar at the knots t = k/T, k = 0..T (alpha_bar_0 = 1)."""
+        return torch.cat([torch.zeros(1, dtype=torch.float64), -torch.log(self.alphas_cumprod)]).to(like)
+
     def _neg_log_alpha_bar(self, t: Tensor) -> Tensor:
-        # integral of beta(s) over [0, t] for beta(s) = b0 + s (b1 - b0), with b = T * beta.
-        b0, b1 = self.T * self.beta_start, self.T * self.beta_end
-        return b0 * t + 0.5 * (b1 - b0) * t**2
+        # exact at the discrete steps, linear in t in between
+        c = self._cum(t)
+        pos = (t * self.T).clamp(0, self.T)
+        k = pos.floor().clamp(max=self.T - 1).long()
+        return c[k] + (pos - k) * (c[k + 1] - c[k])
 
     def log_snr(self, t: Tensor) -> Tensor:
         return -torch.log(torch.expm1(self._neg_log_alpha_bar(t)))
 
     def t_from_log_snr(self, lam: Tensor) -> Tensor:
-        b0, b1 = self.T * self.beta_start, self.T * self.beta_end
-        c = torch.log1p(torch.exp(-lam))
-        a = 0.5 * (b1 - b0)
-        return (-b0 + torch.sqrt(b0**2 + 4 * a * c)) / (2 * a)
+        c = self._cum(lam)
+        target = torch.nn.functional.softplus(-lam)
+        k = (torch.searchsorted(c, target) - 1).clamp(0, self.T - 1)
+        return (k + (target - c[k]) / (c[k + 1] - c[k])) / self.T
 
     def sample_sigma(self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
         """Uniform over the T discrete steps, as in DDPM training."""
@@ -306,14 +311,15 @@ def schedule_sigmas(schedule: Schedule, n: int, t_min: float | None = None, t_ma
     return _append_zero(schedule.frame_sigma(t)).float().to(device)
 
 
-def ddpm_sigmas(schedule: LinearBeta, n: int | None = None, device: torch.device | str = "cpu") -> Tensor:
+def ddpm_sigmas(schedule: LinearBeta, n: int | None = None, device: torch.device | str = "cpu",
+                dtype: torch.dtype = torch.float32) -> Tensor:
     """The discrete chain's own sigmas, descending (all T, or n evenly spaced "leading" steps as in DDIM), then 0."""
     sig = schedule.discrete_sigmas()
     if n is None or n >= schedule.T:
         idx = torch.arange(schedule.T - 1, -1, -1)
     else:
         idx = torch.linspace(schedule.T - 1, 0, n, dtype=torch.float64).round().long()
-    return _append_zero(sig[idx]).float().to(device)
+    return _append_zero(sig[idx]).to(device, dtype)
 
 
 GRIDS = {"karras": karras_sigmas, "exponential": exponential_sigmas}

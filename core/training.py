@@ -105,8 +105,7 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
-        for e, p in zip(self.shadow.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1 - d)
+        torch._foreach_lerp_(list(self.shadow.parameters()), [p.detach() for p in model.parameters()], 1 - d)
         for e, b in zip(self.shadow.buffers(), model.buffers()):
             e.copy_(b)
 

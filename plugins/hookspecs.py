@@ -38,6 +38,12 @@ def polydiff_register_guidance(register: Callable[[str, Callable], None]) -> Non
 
 
 @hookspec
+def polydiff_register_datasets(register: Callable[[str, str, Any], None]) -> None:
+    """Register data sets for a domain: ``register(domain_name, dataset_name, factory)``; the factory's form is the
+    domain's (the toy domain takes ``factory(n, generator) -> (points [n, 2], labels [n])`` with ``num_classes``)."""
+
+
+@hookspec
 def polydiff_cli(app: Any) -> None:
     """Add commands or sub-apps to the root typer ``app`` (domains get theirs from their Domain; this is for more)."""
 

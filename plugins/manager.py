@@ -40,7 +40,7 @@ class PluginInfo:
 class PluginManager:
     """Loads plugins once and holds what they registered: domains, samplers, schedules, guidance."""
 
-    KINDS = ("domains", "samplers", "schedules", "guidance")
+    KINDS = ("domains", "samplers", "schedules", "guidance", "datasets")
 
     def __init__(self, load_entry_points: bool = True, extra: dict[str, Any] | None = None) -> None:
         self.pm = pluggy.PluginManager(GROUP)
@@ -94,6 +94,9 @@ class PluginManager:
             if kind == "domains":
                 (obj,) = args
                 key = obj.name
+            elif kind == "datasets":
+                domain, dataset, obj = args
+                key = f"{domain}:{dataset}"
             else:
                 key, obj = args
             previous = self.owner.get((kind, key))
@@ -113,6 +116,11 @@ class PluginManager:
     @property
     def domains(self) -> dict[str, Any]:
         return self.registry["domains"]
+
+    def datasets(self, domain: str) -> dict[str, Any]:
+        """Data sets that plugins registered for ``domain``, by name."""
+        prefix = f"{domain}:"
+        return {k[len(prefix):]: v for k, v in self.registry["datasets"].items() if k.startswith(prefix)}
 
     def domain(self, name: str) -> Any:
         """The registered domain ``name``, or a clear error listing those that are."""

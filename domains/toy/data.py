@@ -48,16 +48,25 @@ DATASETS = {"moons": (moons, 2), "8gaussians": (gaussians8, 8), "checkerboard": 
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 
 
+def available() -> dict[str, tuple]:
+    """Built-in data sets plus those plugins registered for the toy domain: name -> (factory, num_classes)."""
+    from polydiff.plugins.manager import get_manager
+
+    plugged = {k: (f, getattr(f, "num_classes", 0)) for k, f in get_manager().datasets("toy").items()}
+    return {**DATASETS, **plugged}
+
+
 def make(name: str, split: str, n: int) -> Tensor:
     """``n`` rows of (x, y, label) of data set ``name`` for ``split`` (train/val/test)."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown toy data set {name!r}; choose from {', '.join(DATASETS)}")
+    sets = available()
+    if name not in sets:
+        raise ValueError(f"unknown toy data set {name!r}; choose from {', '.join(sets)}")
     if split not in SPLIT_SEEDS:
         raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLIT_SEEDS)}")
-    g = torch.Generator().manual_seed(1000 + SPLIT_SEEDS[split] * 7 + list(DATASETS).index(name))
-    x, label = DATASETS[name][0](n, g)
+    g = torch.Generator().manual_seed(1000 + SPLIT_SEEDS[split] * 7 + sum(map(ord, name)))
+    x, label = sets[name][0](n, g)
     return torch.cat([x.float(), label.float()[:, None]], 1)
 
 
 def num_classes(name: str) -> int:
-    return DATASETS[name][1]
+    return available()[name][1]

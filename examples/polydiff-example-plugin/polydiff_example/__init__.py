@@ -1,0 +1,1 @@
+"""An example polydiff plugin package."""

@@ -1,0 +1,130 @@
+"""Guidance wrappers checked on a Gaussian mixture, where conditionals are known exactly."""
+import math
+
+import pytest
+import torch
+
+from polydiff.core import guidance
+from polydiff.core.mixtures import GaussianMixture, eight_gaussians
+from polydiff.core.samplers import sample
+from polydiff.core.schedules import Cosine, karras_sigmas
+
+GM = eight_gaussians()
+
+
+def conditional(gm: GaussianMixture):
+    """cond = a set of component indices (a restricted mixture) or None (the whole mixture)."""
+
+    def den(x, sigma, cond=None):
+        if cond is None:
+            return gm(x, sigma)
+        keep = torch.zeros(len(gm.weights), dtype=torch.bool)
+        keep[list(cond)] = True
+        return gm.restricted(keep)(x, sigma)
+
+    return den
+
+
+def draw(den, n=2000, steps=30, seed=0, method="heun", cond=None):
+    g = torch.Generator().manual_seed(seed)
+    sigmas = karras_sigmas(steps, 0.002, 80.0)
+    return sample(den, torch.randn(n, 2, generator=g) * 80, sigmas, method, cond=cond, generator=g)
+
+
+def components(x):
+    return GM.responsibilities(x).argmax(1)
+
+
+def test_cfg_scale_one_is_the_conditional_model():
+    den = conditional(GM)
+    x = torch.randn(50, 2) * 3
+    s = torch.full((50,), 0.7)
+    torch.testing.assert_close(guidance.cfg(den, 1.0)(x, s, (1, 2)), den(x, s, (1, 2)))
+    torch.testing.assert_close(guidance.cfg(den, 0.0)(x, s, (1, 2)), den(x, s, None))
+    # a larger scale extrapolates along D_c - D_u
+    d3 = guidance.cfg(den, 3.0)(x, s, (1, 2))
+    torch.testing.assert_close(d3, den(x, s, None) + 3 * (den(x, s, (1, 2)) - den(x, s, None)))
+
+
+def test_classifier_guidance_with_the_exact_classifier_is_the_exact_conditional():
+    """D(x | y) = D(x) + sigma^2 grad log p(y | x) when p(y | x) is the mixture's own responsibility."""
+    den = conditional(GM)
+
+    def log_p_y(x, sigma):
+        return torch.log(GM.responsibilities(x, sigma)[:, 3]).float()
+
+    x = torch.randn(64, 2) * 2
+    s = torch.full((64,), 0.9)
+    guided = guidance.classifier_guidance(den, log_p_y, scale=1.0)
+    torch.testing.assert_close(guided(x, s), den(x, s, (3,)), rtol=1e-4, atol=1e-4)
+
+
+def test_dps_with_a_masking_operator_lands_on_consistent_components():
+    y = torch.full((1500, 1), math.sqrt(2.0))  # x-coordinate sqrt(2): components 1 and 7 only
+    den = guidance.dps(GM, lambda x0: x0[:, :1], y, scale=1.0)
+    out = draw(den, n=1500, steps=50, method="euler_maruyama")
+    k = components(out)
+    assert ((k == 1) | (k == 7)).float().mean() > 0.9
+    assert (out[:, 0] - math.sqrt(2.0)).abs().median() < 0.1
+
+
+def test_inpainting_keeps_the_known_part_and_conditions_the_rest():
+    n = 1500
+    known = torch.zeros(n, 2)
+    known[:, 1] = 2.0  # observed y = 2: component 2 (at (0, 2)) only
+    mask = torch.tensor([0.0, 1.0]).expand(n, 2)
+    out = draw(guidance.inpaint(GM, known, mask), n=n, steps=50, method="euler_maruyama")
+    torch.testing.assert_close(out[:, 1], known[:, 1])
+    assert (components(out) == 2).float().mean() > 0.95
+
+
+def test_composition_concentrates_where_both_conditions_hold():
+    den = conditional(GM)
+    both = guidance.compose(den, [((0, 1, 2), 1.0), ((2, 3, 4), 1.0)], uncond=None)
+    out = draw(both, n=1500, method="euler_maruyama", steps=100)
+    assert (components(out) == 2).float().mean() > 0.8
+    alone = draw(den, n=1500, cond=(0, 1, 2))
+    assert (components(alone) == 2).float().mean() < 0.5
+
+
+def test_negative_weight_avoids_a_condition():
+    den = conditional(GM)
+    avoid = guidance.compose(den, [((0, 1, 2), 1.0), ((0,), -1.0)], uncond=None)
+    out = draw(avoid, n=1500, method="euler_maruyama", steps=100)
+    assert (components(out) == 0).float().mean() < 0.05
+
+
+def test_sdedit_strength():
+    x_init = torch.full((1000, 2), 0.0) + torch.tensor([2.0, 0.05])
+    sigmas = karras_sigmas(40, 0.002, 80.0)
+    gentle = guidance.sdedit(GM, x_init, sigmas, 0.2, "heun", generator=torch.Generator().manual_seed(0))
+    assert (gentle - x_init).norm(dim=1).median() < 0.3
+    full = guidance.sdedit(GM, x_init, sigmas, 1.0, "heun", generator=torch.Generator().manual_seed(0))
+    assert len(torch.unique(components(full))) == 8
+
+
+def test_sds_gradient_and_mode_seeking():
+    sched = Cosine()
+    x = torch.tensor([[0.3, 0.2]], requires_grad=True)
+    t = torch.tensor([0.5], dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    loss = guidance.sds_loss(GM, x, sched, t=t, generator=g)
+    loss.backward()
+    g = torch.Generator().manual_seed(0)
+    sigma = sched.frame_sigma(t).float()
+    eps = torch.randn(1, 2, generator=g)
+    xs = x.detach() + sigma * eps
+    expected = sched.sigma(t).float() ** 2 * ((xs - GM(xs, sigma)) / sigma - eps)
+    torch.testing.assert_close(x.grad, expected, rtol=1e-5, atol=1e-6)
+
+    for loss_fn in (lambda p, gen: guidance.sds_loss(GM, p, sched, generator=gen, t_range=(0.02, 0.5)),
+                    lambda p, gen: guidance.sjc_loss(GM, p, sigma_range=(0.01, 1.0), generator=gen)):
+        p = torch.tensor([[0.4, 0.3]] * 16, requires_grad=True)
+        opt = torch.optim.Adam([p], lr=0.05)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(300):
+            opt.zero_grad()
+            loss_fn(p, gen).backward()
+            opt.step()
+        d = torch.cdist(p.detach().double(), GM.means).min(1).values
+        assert d.median() < 0.3, d
