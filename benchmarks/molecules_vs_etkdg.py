@@ -28,6 +28,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--min-heavy", type=int, default=6)
+    p.add_argument("--subsample", type=int, default=1, help="use the QM9 subset of the quick preset (e.g. 10)")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--sampler", default="heun")
     p.add_argument("--seed", type=int, default=0)
@@ -36,11 +37,11 @@ def main() -> None:
     args = p.parse_args()
 
     torch.manual_seed(args.seed)
-    qm9 = load_qm9()
+    qm9 = load_qm9(subsample=args.subsample)
     test = qm9.split("test")
     test = test[qm9.heavy_atom_counts()[test] >= args.min_heavy][: args.n]
     refs = [qm9.mol(int(m)) for m in test]
-    print(f"QM9 test split: {len(refs)} molecules with >= {args.min_heavy} heavy atoms, K = {args.k} "
+    print(f"QM9 test split{f' (subsample {args.subsample})' if args.subsample > 1 else ''}: {len(refs)} molecules with >= {args.min_heavy} heavy atoms, K = {args.k} "
           f"({sum(qm9.skipped.values())} of {len(qm9) + sum(qm9.skipped.values())} QM9 rows skipped at parsing)")
 
     methods = {"etkdg": etkdg_method(args.seed)}

@@ -28,7 +28,7 @@ NETWORK_KEYS = ("scalars", "vectors", "layers", "lmax", "num_rbf", "rbf_max", "n
 
 
 def _presets() -> dict[str, dict[str, Any]]:
-    diffusion = {"parameterization": "edm", "sigma_data": 1.5, "schedule": "edm",
+    diffusion = {"parameterization": "edm", "sigma_data": 1.4, "schedule": "edm",
                  "schedule_args": {"P_mean": -1.0, "P_std": 1.4}, "weighting": "edm", "cond_dropout": 0.0}
     sample = {"sampler": "heun", "steps": 25, "grid": "karras", "sigma_min": 0.005, "sigma_max": 10.0}  # 49 NFE
     quick = {
