@@ -168,7 +168,7 @@ def evaluate(run, *, sampler: str | None = None, steps: int | None = None, n: in
     for color, shape in pairs:
         obj = generate_object(run, caption(color, shape), cfg, progress)
         gen_r.append(render_views(obj.field, size, views))
-        gt_r.append(render_views(ground_truth_field(color, shape), size, views))
+        gt_r.append(render_views(ground_truth_field(color, shape, resolution=run.config["data"]["voxel_resolution"]), size, views))
         floor_r.append(render_views(make_field(cfg), size, views))
     metrics: dict[str, float] = {}
     for name, renders in (("", gen_r), ("ceiling_", gt_r), ("floor_", floor_r)):
