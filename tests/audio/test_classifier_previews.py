@@ -30,7 +30,7 @@ def test_classifier_load_missing_is_clear(tmp_path):
 def test_classifier_learns_the_training_digits(tiny_train):
     mels = LogMel()(tiny_train.waves)
     x = fit_normalizer(mels).normalize(mels)
-    model = train_classifier(x, tiny_train.labels, epochs=25, batch=20, width=8, lr=3e-3, seed=0)
+    model = train_classifier(x, tiny_train.labels, epochs=40, batch=10, width=8, lr=3e-3, seed=0)
     probs, _ = predict(model, x)
     assert (probs.argmax(1) == tiny_train.labels).float().mean() > 0.8
 

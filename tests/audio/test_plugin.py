@@ -104,3 +104,25 @@ def test_cli_train_sample_evaluate_end_to_end(tmp_path, tiny_train):
     bad = subprocess.run([*exe, "audio", "sample", "--run", "run", "--inpaint", "nope.wav", "--mask", "0:0.5",
                           "--device", "cpu"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert bad.returncode != 0 and "nope.wav" in (bad.stderr + bad.stdout) and "Traceback" not in bad.stderr
+
+
+def test_folder_source_trains_a_class_conditional_model(tmp_path):
+    import math
+
+    import numpy as np
+
+    for name, freq in (("hum", 150.0), ("whistle", 1800.0)):
+        (tmp_path / name).mkdir()
+        for i in range(5):
+            t = np.arange(12000) / 22050
+            sf.write(tmp_path / name / f"{i}.wav", (0.4 * np.sin(2 * math.pi * (freq + 15 * i) * t)).astype(np.float32), 22050)
+    domain = make_domain()
+    cfg = resolve_config(domain, "quick", {"data": {"source": "folder", "folder": str(tmp_path), "test_fraction": 0.2},
+                                           "network": TINY_CFG["network"]})
+    p = prepare(cfg["data"])
+    assert p.class_names == ["hum", "whistle"] and p.num_classes == 2
+    assert len(p.train) == 8 and len(p.test) == 2 and sorted(p.test.labels.tolist()) == [0, 1]
+    net = domain.build_network(cfg)
+    assert net.config.num_classes == 2
+    with pytest.raises(ValueError, match="data.folder"):
+        prepare({"source": "folder"})
