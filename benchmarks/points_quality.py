@@ -46,6 +46,12 @@ def get_run(source: str, runs_dir: Path, preset: str, train_steps: int | None, n
     return run, time.perf_counter() - t0
 
 
+def trained_steps(run) -> int:
+    """The step of the checkpoint that was loaded (a run stopped early has fewer than its config says)."""
+    state = Path(run.path) / "checkpoint" / "state.json"
+    return int(json.loads(state.read_text())["step"]) if state.is_file() else int(run.config["train"]["steps"])
+
+
 def timed_generate(run, labels: torch.Tensor | None, n: int, sigmas: torch.Tensor, sampler: str, seed: int,
                    guidance_scale: float | None) -> tuple[np.ndarray, float]:
     g = torch.Generator().manual_seed(seed)
@@ -63,7 +69,7 @@ def bench_set(args: argparse.Namespace, source: str) -> list[dict]:
     ref = torch.from_numpy(p.test_points[pick])
     labels = torch.from_numpy(p.test.labels[pick]) if p.conditional else None
     base = {"set": source, "n_ref": m, "n_train": len(p.train), "n_points": int(run.config["data"]["n_points"]),
-            "normalization": p.normalization.mode, "train_steps": run.config["train"]["steps"],
+            "normalization": p.normalization.mode, "train_steps": trained_steps(run),
             "train_seconds": train_seconds}
     rows = []
     oracle = torch.from_numpy(p.train_points[np.random.default_rng(1).permutation(len(p.train))[:m]])
@@ -125,6 +131,8 @@ def main() -> None:
     for source in [s.strip() for s in args.sets.split(",") if s.strip()]:
         rows += bench_set(args, source)
         print(table(rows), flush=True)
+        print(f"{source}: {rows[-1]['n_train']} train / {rows[-1]['n_ref']} held-out clouds of {rows[-1]['n_points']} "
+              f"points, {rows[-1]['train_steps']} training steps", flush=True)
     print("\nMetrics in the normalised frame of each set (global: PointFlow mean/std of the train points). "
           f"EMD: exact assignment on {args.emd_points} random points per cloud. 1-NNA: 50% is ideal. "
           "Oracle: as many train clouds as held-out ones.")

@@ -22,7 +22,7 @@ from polydiff.plugins import hookimpl
 from polydiff.plugins.domain import Batch, Domain
 
 from .completion import complete
-from .data import Normalization, PointSet, load_set
+from .data import Normalization, PointSet, load_set, write_json
 from .files import preview_grid, write_clouds
 from .metrics import evaluate_sets
 from .network import PointSetTransformer
@@ -226,7 +226,7 @@ def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> li
             "normalization": samples["normalization"], "labels": [titles[i] for i in range(len(pts))], **info}
     info["normalization"] = samples["normalization"]
     info["ply_frame"] = frame
-    (out / "clouds.json").write_text(json.dumps(meta, indent=2, default=str))
+    write_json(out / "clouds.json", json.loads(json.dumps(meta, default=str)))
     files.append(out / "clouds.json")
     return files
 
