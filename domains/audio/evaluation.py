@@ -29,10 +29,15 @@ class Judge:
     test_accuracy: float
 
 
+def _batch(n: int) -> int:
+    """Mini-batch of the judge: small sets get small batches so that 20 epochs are still a few hundred steps."""
+    return max(8, min(64, n // 10))
+
+
 def _key(p: Prepared, epochs: int, seed: int) -> str:
     h = hashlib.sha1()
     h.update(p.train.waves[:, ::97].contiguous().numpy().tobytes())
-    h.update(json.dumps([p.normalizer.to_dict(), epochs, seed, len(p.train)]).encode())
+    h.update(json.dumps([p.normalizer.to_dict(), epochs, seed, len(p.train), _batch(len(p.train))]).encode())
     return h.hexdigest()[:12]
 
 
@@ -45,7 +50,7 @@ def get_judge(p: Prepared, epochs: int = 20, seed: int = 0, ndb_bins: int = 20, 
         model = DigitClassifier.load(folder)
     else:
         model = train_classifier(p.train_x[:, 0], p.train.labels, num_classes=p.train.num_classes, epochs=epochs,
-                                 seed=seed, log=log)
+                                 batch=_batch(len(p.train)), seed=seed, log=log)
         model.save(folder)
     probs_tr, feats_tr = predict(model, p.train_x[:, 0])
     probs_te, _ = predict(model, p.test_x[:, 0])
