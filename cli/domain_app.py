@@ -16,7 +16,8 @@ from polydiff.plugins.domain import Domain
 from polydiff.plugins.manager import get_manager
 from polydiff.plugins.runs import load_run, read_config_file, resolve_config, resolve_device, train
 
-from .options import ConfigOpt, DeviceOpt, NumOpt, OutOpt, PresetOpt, ResumeOpt, RunOpt, SamplerOpt, SeedOpt, StepsOpt
+from .options import (ConfigOpt, DeviceOpt, NumOpt, OutOpt, PresetOpt, ResumeOpt, RunOpt, SamplerOpt, SeedOpt, StepsOpt,
+                      TrainStepsOpt)
 
 
 def open_run(domain: Domain, run: Path | None, device: str):
@@ -50,7 +51,7 @@ def build_domain_app(domain: Domain) -> typer.Typer:
         @app.command("train")
         def train_cmd(out: OutOpt = Path("runs") / domain.name, preset: PresetOpt = "quick", config: ConfigOpt = None,
                       device: DeviceOpt = "auto", seed: SeedOpt = 0, resume: ResumeOpt = False,
-                      steps: StepsOpt = None) -> None:
+                      steps: TrainStepsOpt = None) -> None:
             """Train a model into a run folder (checkpoints, metrics.jsonl, loss.png)."""
             override = read_config_file(config) if config else {}
             cfg = resolve_config(domain, preset, override)

@@ -17,3 +17,4 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML file w
 PresetOpt = Annotated[str, typer.Option("--preset", help="quick (minutes on a CPU) or full.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
 ScaleOpt = Annotated[Optional[float], typer.Option("--guidance-scale", help="Classifier-free guidance scale (1 = none).")]
+TrainStepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Training steps (overrides the preset).")]

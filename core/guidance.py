@@ -69,24 +69,28 @@ def classifier_guidance(denoiser: Denoiser, log_prob: Callable[[Tensor, Tensor],
     return guided
 
 
-def dps(denoiser: Denoiser, operator: Callable[[Tensor], Tensor], y: Tensor, scale: float = 1.0) -> Denoiser:
-    """Diffusion posterior sampling (Chung et al. 2023) for y = A(x0) + noise.
+def dps(denoiser: Denoiser, operator: Callable[[Tensor], Tensor], y: Tensor, scale: float = 1.0,
+        noise_std: float = 0.05, sigma_data: float = 1.0) -> Denoiser:
+    """Diffusion posterior sampling (Chung et al. 2023) for y = A(x0) + noise of std ``noise_std``.
 
-    The likelihood gradient grad_x |y - A(D(x))|^2 is taken through the denoiser and scaled as in the paper,
-    zeta / |y - A(D(x))| (one norm per row), with zeta = ``scale``; it shifts the denoised estimate by
-    -sigma^2 times that step, i.e. the score gains the DPS correction.
+    The likelihood p(y | x) is taken Gaussian around A(D(x)) and differentiated through the denoiser, as in DPS; its
+    variance is noise_std^2 + r^2 with r^2 = sigma^2 sd^2 / (sigma^2 + sd^2), the variance of x0 given x for data of
+    std ``sigma_data`` (Song et al. 2023, PiGDM), which keeps the correction stable at every noise level and for every
+    sampler without retuning. The denoised estimate moves by sigma^2 * scale * grad log p(y | x).
     """
 
     def guided(x: Tensor, sigma: Tensor, cond: Any = None) -> Tensor:
-        def residual(z: Tensor) -> Tensor:
-            r = (y - operator(denoiser(z, sigma, cond))).reshape(z.shape[0], -1)
-            return (r**2).sum(1)
+        s = rows(sigma, x)
+        var = noise_std**2 + s**2 * sigma_data**2 / (s**2 + sigma_data**2)
 
-        g, sq = _grad(residual, x)
+        def log_lik(z: Tensor) -> Tensor:
+            r = (y - operator(denoiser(z, sigma, cond))).reshape(z.shape[0], -1)
+            return -(r**2).sum(1) / (2 * var.reshape(-1))
+
+        g, _ = _grad(log_lik, x)
         with torch.no_grad():
             d = denoiser(x, sigma, cond)
-        step = scale / (sq.sqrt() + 1e-8)
-        return d - rows(step, x) * g
+        return d + scale * s**2 * g
 
     return guided
 

@@ -60,11 +60,17 @@ def test_classifier_guidance_with_the_exact_classifier_is_the_exact_conditional(
 
 
 def test_dps_with_a_masking_operator_lands_on_consistent_components():
-    y = torch.full((1500, 1), math.sqrt(2.0))  # x-coordinate sqrt(2): components 1 and 7 only
-    den = guidance.dps(GM, lambda x0: x0[:, :1], y, scale=1.0)
-    out = draw(den, n=1500, steps=50, method="euler_maruyama")
+    """Observing x = sqrt(2) leaves components 1 and 7 (prior mass 1/4) as the exact posterior. DPS's Gaussian
+    approximation of p(y | x) puts most samples there, never on the far side, and splits them evenly; a minority is
+    pulled off component 0 (x = 2), the approximation's known bias."""
+    y = torch.full((1500, 1), math.sqrt(2.0))
+    den = guidance.dps(GM, lambda x0: x0[:, :1], y, scale=1.0, noise_std=0.05)
+    out = draw(den, n=1500, steps=100, method="euler_maruyama")
     k = components(out)
-    assert ((k == 1) | (k == 7)).float().mean() > 0.9
+    counts = torch.bincount(k, minlength=8).float() / len(k)
+    assert counts[1] + counts[7] > 0.75
+    assert counts[2:7].sum() < 0.03
+    assert (counts[1] - counts[7]).abs() < 0.1
     assert (out[:, 0] - math.sqrt(2.0)).abs().median() < 0.1
 
 

@@ -1,0 +1,133 @@
+"""The CLI end to end on the toy domain: train, sample, evaluate, exit codes, one-line errors, the example plugin."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def polydiff(*args, cwd=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "polydiff.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env)
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = out / "tiny.toml"
+    cfg.write_text('[train]\nsteps = 60\nbatch_size = 128\nlog_every = 20\nckpt_every = 30\n\n[network]\nwidth = 32\n')
+    done = polydiff("toy", "train", "--out", out / "run", "--config", cfg, "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    return out / "run"
+
+
+def test_help_and_module_entry_point():
+    for args in (["--help"], ["toy", "--help"], ["info"]):
+        done = polydiff(*args)
+        assert done.returncode == 0, done.stderr
+    assert "toy" in polydiff("--help").stdout
+    info = polydiff("info").stdout
+    assert "samplers:" in info and "dpmpp_2m" in info and "domains:" in info
+
+
+def test_train_writes_a_run_folder(toy_run):
+    for name in ("config.json", "metrics.jsonl", "loss.png", "checkpoint/model.safetensors", "checkpoint/state.json"):
+        assert (toy_run / name).is_file(), name
+
+
+def test_sample_writes_points_and_a_preview(toy_run, tmp_path):
+    done = polydiff("toy", "sample", "--run", toy_run, "--sampler", "dpmpp_2m", "--steps", "10", "-n", "300",
+                    "--out", tmp_path, "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    pts = np.load(tmp_path / "samples.npy")
+    assert pts.shape == (300, 2) and np.isfinite(pts).all()
+    assert (tmp_path / "samples.png").stat().st_size > 1000 and (tmp_path / "samples.json").is_file()
+
+
+@pytest.mark.parametrize("extra", [
+    ["--class", "1", "--guidance-scale", "3"],
+    ["--guidance", "classifier", "--toward", "1,0"],
+    ["--guidance", "dps", "--observe-x", "0.5"],
+    ["--guidance", "inpaint", "--observe-x", "0.5"],
+    ["--guidance", "compose", "--compose", "0:1,1:-0.5"],
+])
+def test_every_guidance_is_reachable(toy_run, tmp_path, extra):
+    done = polydiff("toy", "sample", "--run", toy_run, "--steps", "5", "-n", "50", "--out", tmp_path, "--device", "cpu",
+                    *extra)
+    assert done.returncode == 0, done.stderr
+    pts = np.load(tmp_path / "samples.npy")
+    if "inpaint" in extra:
+        assert np.allclose(pts[:, 0], 0.5, atol=1e-5)
+
+
+def test_sdedit_from_a_file(toy_run, tmp_path):
+    np.save(tmp_path / "init.npy", np.zeros((40, 2), dtype=np.float32))
+    done = polydiff("toy", "sample", "--run", toy_run, "--steps", "10", "--out", tmp_path / "o", "--device", "cpu",
+                    "--guidance", "sdedit", "--init", tmp_path / "init.npy", "--strength", "0.3")
+    assert done.returncode == 0, done.stderr
+    assert np.load(tmp_path / "o" / "samples.npy").shape == (40, 2)
+
+
+def test_evaluate_prints_the_energy_distance(toy_run):
+    done = polydiff("toy", "evaluate", "--run", toy_run, "-n", "300", "--steps", "10", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    values = dict(line.split(": ") for line in done.stdout.strip().splitlines())
+    assert float(values["energy_distance"]) >= 0 and float(values["energy_distance_floor"]) >= 0
+
+
+def test_resume_continues_a_run(toy_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(toy_run, run)
+    done = polydiff("toy", "train", "--out", run, "--resume", "--steps", "80", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    import json
+
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 80
+
+
+@pytest.mark.parametrize("args,code,needle", [
+    (["toy", "sample", "--run", "/nonexistent/run"], 1, "not a run folder"),
+    (["toy", "sample", "--guidance", "bogus"], 2, "bogus"),
+    (["toy", "sample", "--toward", "x"], 2, "X,Y"),
+    (["nosuchcommand"], 2, "No such command"),
+    (["toy", "train", "--config", "/nonexistent.toml"], 1, "does not exist"),
+    (["toy", "train", "--device", "cuda", "--steps", "1"], 1, None),
+])
+def test_errors_are_one_clear_line(args, code, needle):
+    done = polydiff(*args)
+    if args[-2:] == ["--steps", "1"] and done.returncode == 0:
+        pytest.skip("a CUDA device is present")
+    assert done.returncode == code, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    if needle:
+        assert needle in done.stderr
+
+
+def test_debug_shows_the_traceback():
+    done = polydiff("--debug", "toy", "sample", "--run", "/nonexistent/run")
+    assert done.returncode == 1 and "Traceback" in done.stderr
+
+
+def test_example_plugin_installs_and_is_found(toy_run, tmp_path):
+    """Install the example third-party package into this environment; its sampler and data set become usable."""
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e",
+                          str(ROOT / "examples" / "polydiff-example-plugin")], capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr
+    listed = polydiff("plugins")
+    line = next(l for l in listed.stdout.splitlines() if l.startswith("example"))
+    assert "polydiff-example-plugin 0.1.0" in line and "edm_stochastic" in line and "toy:spirals" in line
+    done = polydiff("toy", "sample", "--run", toy_run, "--sampler", "edm_stochastic", "--steps", "8", "-n", "100",
+                    "--out", tmp_path, "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert np.load(tmp_path / "samples.npy").shape == (100, 2)
+    cfg = tmp_path / "spirals.toml"
+    cfg.write_text('[data]\ndataset = "spirals"\n[train]\nsteps = 10\nlog_every = 5\n')
+    trained = polydiff("toy", "train", "--config", cfg, "--out", tmp_path / "spirals", "--device", "cpu")
+    assert trained.returncode == 0, trained.stderr
