@@ -1,6 +1,7 @@
 """Conformer generation: a polydiff molecules run vs. RDKit ETKDGv3 on the QM9 test split (not run by CI).
 
-Data: QM9 (qm9pack), test split (Index % 20 == 0), molecules with >= ``--min-heavy`` heavy atoms, the first ``--n``.
+Data: QM9 (qm9pack), test split (Index % 20 == 0), molecules with >= ``--min-heavy`` heavy atoms, ``--n`` of them
+evenly spread over the split (QM9 is ordered by size, so the first ones would be the smallest).
 Metric: per molecule the min over K conformers of the heavy-atom RMSD to the DFT geometry after symmetry-aware
 alignment (RDKit GetBestRMS); median and mean of that minimum, coverage at 0.5 A, time per conformer.
 Peer: ETKDGv3 with the same K. The model uses ``--steps`` Heun intervals (2 * steps - 1 denoiser evaluations).
@@ -39,7 +40,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     qm9 = load_qm9(subsample=args.subsample)
     test = qm9.split("test")
-    test = test[qm9.heavy_atom_counts()[test] >= args.min_heavy][: args.n]
+    test = test[qm9.heavy_atom_counts()[test] >= args.min_heavy]
+    test = test[np.linspace(0, len(test) - 1, min(args.n, len(test))).round().astype(np.int64)]  # spread over the split
     refs = [qm9.mol(int(m)) for m in test]
     print(f"QM9 test split{f' (subsample {args.subsample})' if args.subsample > 1 else ''}: {len(refs)} molecules with >= {args.min_heavy} heavy atoms, K = {args.k} "
           f"({sum(qm9.skipped.values())} of {len(qm9) + sum(qm9.skipped.values())} QM9 rows skipped at parsing)")

@@ -26,7 +26,9 @@ class ConformerDataset(torch.utils.data.Dataset):
         mols = qm9.split(split)
         if min_heavy:
             mols = mols[qm9.heavy_atom_counts()[mols] >= min_heavy]
-        self.qm9, self.mols = qm9, mols[:limit] if limit else mols
+        if limit and limit < len(mols):  # evenly spread over the split (QM9 is ordered by size), deterministic
+            mols = mols[np.linspace(0, len(mols) - 1, limit).round().astype(np.int64)]
+        self.qm9, self.mols = qm9, mols
         if len(self.mols) == 0:
             raise ValueError(f"the {split} split of this QM9 subset is empty: use more rows (data.max_rows/subsample)")
 
