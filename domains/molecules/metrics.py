@@ -46,13 +46,21 @@ def summarize(min_rmsds: Sequence[float], threshold: float = 0.5) -> dict[str, f
 
 
 def etkdg_conformers(mol: Chem.Mol, k: int, seed: int = 0) -> Chem.Mol:
-    """K ETKDGv3 conformers of ``mol`` (hydrogens added if missing; existing conformers dropped)."""
+    """K ETKDGv3 conformers of ``mol`` (hydrogens added if missing; existing conformers dropped).
+
+    If the default embedding yields fewer than K (strained QM9 cages), it is retried with random starting coordinates,
+    RDKit's documented remedy, so the baseline is not penalised for a setting.
+    """
     m = Chem.AddHs(Chem.Mol(mol), addCoords=False)
     m.RemoveAllConformers()
     params = AllChem.ETKDGv3()
     params.randomSeed = seed
     params.numThreads = 1
     AllChem.EmbedMultipleConfs(m, numConfs=k, params=params)
+    if m.GetNumConformers() < k:
+        m.RemoveAllConformers()
+        params.useRandomCoords = True
+        AllChem.EmbedMultipleConfs(m, numConfs=k, params=params)
     return m
 
 
