@@ -83,7 +83,7 @@ def bench_set(args: argparse.Namespace, source: str) -> list[dict]:
         rows.append({**base, "method": f"ours {sampler} ({s['grid']} grid)", "nfe": count_nfe(sampler, steps),
                      "s_per_shape": sec, **evaluate_sets(torch.from_numpy(gen), ref, emd_points=args.emd_points)})
     ddpm_grid = ddpm_sigmas(LinearBeta(T=1000))
-    k = min(args.ddpm_shapes, m)
+    k = m if args.ddpm_shapes is None else min(args.ddpm_shapes, m)
     timed = min(args.ddpm_time_steps, 1000)
     gen, sec = timed_generate(run, None if labels is None else labels[:k], k, ddpm_grid[:timed + 1], "ddpm",
                               args.seed, args.guidance_scale)
@@ -118,7 +118,9 @@ def main() -> None:
     ap.add_argument("--emd-points", type=int, default=256, help="points per cloud for the exact EMD")
     ap.add_argument("--nfe", type=int, default=35, help="network evaluations for the few-step samplers")
     ap.add_argument("--samplers", default="heun,dpmpp_2m")
-    ap.add_argument("--ddpm-shapes", type=int, default=4, help="clouds timed with 1000 DDPM steps (all: also scored)")
+    ap.add_argument("--ddpm-shapes", type=int, default=None,
+                    help="clouds timed with 1000 DDPM steps (default: all held-out ones, the batch the others use, "
+                         "so seconds per shape compare; all + a full chain: also scored)")
     ap.add_argument("--ddpm-time-steps", type=int, default=1000,
                     help="run only the first K of the 1000 DDPM steps and scale the time by 1000/K (same network call "
                          "per step); scores are only computed for a full chain over every held-out cloud")
