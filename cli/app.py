@@ -104,6 +104,16 @@ def build_app() -> typer.Typer:
     return app
 
 
+def _click(name: str) -> tuple[type, ...]:
+    """The click exception class ``name``, from click and from the copy of click that newer typer versions vendor."""
+    found = [getattr(click.exceptions, name)] + ([getattr(typer, name)] if hasattr(typer, name) else [])
+    try:
+        from typer._click import exceptions as vendored
+    except ImportError:
+        return tuple(found)
+    return tuple(found + ([getattr(vendored, name)] if hasattr(vendored, name) else []))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; one clear line and exit 1 on failure (2 on a usage error)."""
     if "--debug" in (argv or sys.argv[1:]):
@@ -111,12 +121,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app = build_app()
         app(args=argv, standalone_mode=False, prog_name="polydiff")
-    except click.exceptions.Exit as exc:
+    except _click("Exit") as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except _click("Abort"):
         print("aborted", file=sys.stderr)
         sys.exit(1)
-    except click.exceptions.UsageError as exc:
+    except _click("UsageError") as exc:
         exc.show()
         sys.exit(2)
     except (UsageError, ValueError, FileNotFoundError, KeyError, RuntimeError, OSError, FloatingPointError) as exc:

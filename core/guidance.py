@@ -109,6 +109,29 @@ def inpaint(denoiser: Denoiser, known: Tensor, mask: Tensor) -> Denoiser:
     return guided
 
 
+@torch.no_grad()
+def repaint(denoiser: Denoiser, x: Tensor, sigmas: Tensor, known: Tensor, mask: Tensor, *, resample: int = 10,
+            cond: Any = None, noise: NoiseFn | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """RePaint (Lugmayr et al. 2022) with jump length 1: ancestral steps with the known part replaced, each step
+    undone by re-noising and redone ``resample`` times, so the generated part harmonises with the known part.
+
+    Costs ``resample`` denoiser evaluations per step; ``resample=1`` is plain replacement with ancestral sampling.
+    """
+    den = inpaint(denoiser, known, mask)
+    draw = noise or gaussian
+    last = len(sigmas) - 2
+    for i in range(len(sigmas) - 1):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        r = s_next**2 / s**2
+        for u in range(resample if i < last else 1):
+            d = den(x, s.expand(x.shape[0]), cond)
+            x_next = d + r * (x - d) + draw(x, generator) * (s_next**2 * (1 - r)).clamp(min=0).sqrt()
+            if u < resample - 1 and i < last:
+                x = x_next + draw(x, generator) * (s**2 - s_next**2).sqrt()
+        x = x_next
+    return x
+
+
 def sdedit(denoiser: Denoiser, x_init: Tensor, sigmas: Tensor, strength: float, method: str = "heun", *,
            cond: Any = None, noise: NoiseFn | None = None, generator: torch.Generator | None = None, **options) -> Tensor:
     """SDEdit (Meng et al. 2022): noise ``x_init`` to part-way down the grid and sample from there.

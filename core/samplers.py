@@ -75,10 +75,11 @@ def ddim(denoiser, x, sigmas, *, cond=None, noise=None, callback=None, generator
         denoised = _call(denoiser, x, sigmas[i], cond)
         _report(callback, i, x, sigmas[i], denoised)
         eps = (x - denoised) / sigmas[i]
-        down, up = _ancestral(sigmas[i], sigmas[i + 1], eta)
-        x = denoised + eps * down
         if eta > 0:
-            x = x + _noise(noise, x, generator) * up
+            down, up = _ancestral(sigmas[i], sigmas[i + 1], eta)
+            x = denoised + eps * down + _noise(noise, x, generator) * up
+        else:
+            x = denoised + eps * sigmas[i + 1]
     return x
 
 
@@ -131,18 +132,19 @@ def dpmpp_2m(denoiser, x, sigmas, *, cond=None, noise=None, callback=None, gener
     """DPM-Solver++(2M) (Lu et al. 2022): second-order multistep in log sigma, one NFE per step."""
     last = len(sigmas) - 2
     old = None
+    h = sigmas[:-1].log().diff(append=sigmas[-2:-1].log()).neg()  # h[i] = log sigma_i - log sigma_{i+1}
+    ratio = sigmas[1:] / sigmas[:-1]
     for i in range(len(sigmas) - 1):
         denoised = _call(denoiser, x, sigmas[i], cond)
         _report(callback, i, x, sigmas[i], denoised)
         if i == last:
             x = denoised
         else:
-            h = sigmas[i].log() - sigmas[i + 1].log()
             d = denoised
             if old is not None:
-                r = (sigmas[i - 1].log() - sigmas[i].log()) / h
-                d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old
-            x = (sigmas[i + 1] / sigmas[i]) * x - torch.expm1(-h) * d
+                half_r = 0.5 * h[i] / h[i - 1]  # 1 / (2 r) with r = h_last / h
+                d = (1 + half_r) * denoised - half_r * old
+            x = ratio[i] * x - torch.expm1(-h[i]) * d
         old = denoised
     return x
 

@@ -313,12 +313,13 @@ def schedule_sigmas(schedule: Schedule, n: int, t_min: float | None = None, t_ma
 
 def ddpm_sigmas(schedule: LinearBeta, n: int | None = None, device: torch.device | str = "cpu",
                 dtype: torch.dtype = torch.float32) -> Tensor:
-    """The discrete chain's own sigmas, descending (all T, or n evenly spaced "leading" steps as in DDIM), then 0."""
+    """The discrete chain's own sigmas, descending, then 0: all T steps, or n steps with "trailing" spacing
+    (steps T, T - T/n, ..., T/n; Lin et al. 2024), which starts at the last step and skips the nearly clean ones."""
     sig = schedule.discrete_sigmas()
     if n is None or n >= schedule.T:
         idx = torch.arange(schedule.T - 1, -1, -1)
     else:
-        idx = torch.linspace(schedule.T - 1, 0, n, dtype=torch.float64).round().long()
+        idx = (torch.arange(schedule.T, 0, -schedule.T / n, dtype=torch.float64).round() - 1).long()
     return _append_zero(sig[idx]).to(device, dtype)
 
 
