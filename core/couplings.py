@@ -5,7 +5,6 @@ A coupling takes a data batch and a noise batch of the same size and returns the
 from __future__ import annotations
 
 import torch
-from scipy.optimize import linear_sum_assignment
 
 Tensor = torch.Tensor
 
@@ -18,6 +17,8 @@ def independent(x0: Tensor, eps: Tensor) -> Tensor:
 def minibatch_ot(x0: Tensor, eps: Tensor) -> Tensor:
     """Exact minibatch optimal transport (Tong et al. 2023, Pooladian et al. 2023): the permutation of the noise that
     minimises the summed squared distance to the data, by the Hungarian algorithm."""
+    from scipy.optimize import linear_sum_assignment
+
     cost = torch.cdist(x0.detach().flatten(1).double(), eps.detach().flatten(1).double()) ** 2
     _, cols = linear_sum_assignment(cost.cpu().numpy())
     return eps[torch.as_tensor(cols, device=eps.device)]

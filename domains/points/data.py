@@ -6,6 +6,8 @@ the other items) and normalised by a ``Normalization`` that is written next to e
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import hashlib
 import json
 import logging
@@ -16,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import trimesh
 
-from .shapes import CLASSES, labelled_set
+
+if TYPE_CHECKING:
+    import trimesh
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,8 @@ class MeshLoad:
 def _mesh_problem(path: Path) -> tuple[trimesh.Trimesh | None, str]:
     """(mesh, "") when ``path`` loads as a usable mesh, else (None, the reason)."""
     try:
+        import trimesh
+
         mesh = trimesh.load(str(path), force="mesh", process=False)
     except Exception as exc:  # trimesh raises many kinds of errors for broken files
         return None, f"unreadable: {type(exc).__name__}: {exc}"
@@ -208,6 +213,8 @@ class PointSet:
 
 def sample_clouds(meshes: list[trimesh.Trimesh], n_points: int, seed: int = 0) -> np.ndarray:
     """Surface samples [M, n_points, 3] (area-weighted, trimesh), mesh i seeded with ``seed + i``."""
+    import trimesh
+
     out = np.empty((len(meshes), n_points, 3), dtype=np.float32)
     for i, mesh in enumerate(meshes):
         pts, _ = trimesh.sample.sample_surface(mesh, n_points, seed=seed + i)
@@ -239,6 +246,8 @@ def load_set(source: str, n_points: int = 2048, *, seed: int = 0, n_per_class: i
     if n_points < 1:
         raise ValueError(f"n_points must be >= 1, got {n_points}")
     if source == "shapes":
+        from .shapes import CLASSES, labelled_set  # trimesh is imported only when shapes are built
+
         key = f"shapes-n{n_per_class}-s{seed}-p{n_points}"
 
         def build() -> dict[str, np.ndarray]:

@@ -1,13 +1,17 @@
 """Point-cloud files: binary PLY out (one file per cloud), PLY/OBJ/STL/OFF/GLB in, and a PNG grid preview."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 from pathlib import Path
 
 import numpy as np
-import trimesh
 
 from .data import load_mesh
+
+if TYPE_CHECKING:
+    import trimesh
 
 PREVIEW_VIEW = {"elev": 20.0, "azim": -60.0}
 
@@ -43,6 +47,8 @@ def read_cloud(path: str | Path, n_points: int | None = None, seed: int = 0) -> 
     if not path.is_file():
         raise ValueError(f"no such file: {path}")
     try:
+        import trimesh
+
         loaded = trimesh.load(str(path), process=False)
     except Exception as exc:  # trimesh raises many kinds of errors for broken files
         raise ValueError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
