@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,9 +20,10 @@ from .data import ConformerDataset, collate_batch, qm9_subset
 from .graph import com_free_noise
 from .io import MolInput, read_sdf, with_conformers, write_sdf
 from .metrics import benchmark, etkdg_method
-from .network import ConformerNet
-from .preview import conformers_png
 from .sampling import sample_conformers, stereo_ok
+
+if TYPE_CHECKING:
+    from .network import ConformerNet
 
 NETWORK_KEYS = ("scalars", "vectors", "layers", "lmax", "num_rbf", "rbf_max", "noise_dim", "edge_hidden")
 
@@ -55,6 +56,8 @@ def build_dataset(cfg: dict[str, Any], split: str) -> ConformerDataset:
 
 
 def build_network(cfg: dict[str, Any]) -> ConformerNet:
+    from .network import ConformerNet  # e3nn is imported only when a network is built (fast CLI start-up)
+
     return ConformerNet(**{k: v for k, v in cfg["network"].items() if k in NETWORK_KEYS})
 
 
@@ -85,6 +88,8 @@ def _no_conf(mol):
 
 def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> list[Path]:
     """``out/<name>.sdf`` (K conformers with hydrogens) and ``out/<name>.png`` (a preview, first 16 molecules)."""
+    from .preview import conformers_png
+
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for i, (name, mol) in enumerate(samples["molecules"]):
