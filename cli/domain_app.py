@@ -14,7 +14,7 @@ import typer
 
 from polydiff.plugins.domain import Domain
 from polydiff.plugins.manager import get_manager
-from polydiff.plugins.runs import load_run, read_config_file, resolve_config, resolve_device, train
+from polydiff.plugins.runs import load_run, merge, read_config_file, resolve_config, resolve_device, train
 
 from .options import (ConfigOpt, DeviceOpt, NumOpt, OutOpt, PresetOpt, ResumeOpt, RunOpt, SamplerOpt, SeedOpt, StepsOpt,
                       TrainStepsOpt)
@@ -54,8 +54,12 @@ def build_domain_app(domain: Domain) -> typer.Typer:
                       steps: TrainStepsOpt = None) -> None:
             """Train a model into a run folder (checkpoints, metrics.jsonl, loss.png)."""
             override = read_config_file(config) if config else {}
-            cfg = resolve_config(domain, preset, override)
-            cfg["train"]["seed"] = seed
+            saved = out / "config.json"
+            if resume and saved.is_file():  # continue the run as it was configured, with this call's overrides
+                cfg = merge(json.loads(saved.read_text()), override)
+            else:
+                cfg = resolve_config(domain, preset, override)
+                cfg["train"]["seed"] = seed
             if steps is not None:
                 cfg["train"]["steps"] = steps
             dev = resolve_device(device)

@@ -130,6 +130,7 @@ class Cosine(Schedule):
     """Nichol & Dhariwal (2021): alpha_bar(t) = cos^2(((t + s)/(1 + s)) pi/2) / cos^2(s/(1+s) pi/2), clipped near t=1."""
 
     s: float = 0.008
+    t_min: float = 1e-3  # the first of 1000 discrete steps: sigma > 0
     t_max: float = 0.9946  # keeps sigma/alpha finite (about 157 in the frame)
     name = "cosine"
 

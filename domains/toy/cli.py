@@ -30,7 +30,7 @@ def add_commands(app: typer.Typer) -> None:
                strength: Annotated[float, typer.Option(help="sdedit: fraction of the grid to run.")] = 0.5) -> None:
         """Sample 2D points (samples.npy + samples.png) with any sampler and guidance."""
         if guidance not in GUIDANCE:
-            raise typer.BadParameter(f"choose one of {', '.join(GUIDANCE)}", param_hint="--guidance")
+            raise typer.BadParameter(f"{guidance!r} is not one of {', '.join(GUIDANCE)}", param_hint="--guidance")
         target = None
         if toward is not None:
             try:
