@@ -59,8 +59,10 @@ def _root() -> typer.Typer:
     def demo(out: Annotated[Path, typer.Option("--out", help="Folder for every domain's files.")] = Path("demo-out"),
              device: DeviceOpt = "auto", seed: SeedOpt = 0,
              n: Annotated[int, typer.Option("-n", help="Samples per domain.")] = 8,
-             domains: Annotated[Optional[str], typer.Option("--domains", help="Comma-separated subset.")] = None) -> None:
-        """A quick end-to-end pass over every domain: shipped checkpoint (or a quick train), samples and previews."""
+             domains: Annotated[Optional[str], typer.Option("--domains", help="Comma-separated subset.")] = None,
+             train_steps: Annotated[int, typer.Option("--train-steps", help="Training steps for a domain that ships "
+                                                      "no checkpoint (its quick preset, shortened).")] = 40) -> None:
+        """A quick end-to-end pass over every domain: shipped checkpoint (or a short training run), samples, previews."""
         m = get_manager()
         names = [d.strip() for d in domains.split(",")] if domains else sorted(m.domains)
         dev = resolve_device(device)
@@ -73,8 +75,11 @@ def _root() -> typer.Typer:
                     run = load_run(domain, None, dev)
                     source = "shipped checkpoint"
                 except FileNotFoundError:
-                    run = train(domain, resolve_config(domain, "quick"), out / name / "run", device=str(dev))
-                    source = "quick training run"
+                    cfg = resolve_config(domain, "quick")
+                    cfg["train"]["steps"] = min(train_steps, cfg["train"].get("steps", train_steps))
+                    cfg["train"]["ckpt_every"] = cfg["train"]["steps"]
+                    run = train(domain, cfg, out / name / "run", device=str(dev))
+                    source = f"{cfg['train']['steps']}-step training run (no shipped checkpoint: not representative)"
                 g = torch.Generator(device=run.device).manual_seed(seed)
                 samples = domain.generate(run, n, generator=g)
                 files = write_samples(domain, samples, out / name, {"source": source, "seed": seed, "n": n})
