@@ -68,9 +68,15 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
     """Draw n points; ``method`` picks the guidance: cfg, classifier, dps, inpaint, compose or sdedit."""
     k = data.num_classes(run.config["data"]["dataset"])
     dev = run.device
-    cond = torch.full((n,), NULL_LABEL if label is None else label, device=dev, dtype=torch.long)
     if label is not None and not 0 <= label < k:
         raise ValueError(f"--class must be in 0..{k - 1} for this data set")
+    if label is None and k > 0:
+        # no class asked for: draw one per sample (uniform, as the built-in sets are), which samples the data
+        # distribution through the conditional model, sharper than the null class it learnt from 10% of the data
+        cond = torch.randint(0, k, (n,), generator=generator, device=dev if generator is None else generator.device)
+        cond = cond.to(dev)
+    else:
+        cond = torch.full((n,), NULL_LABEL if label is None else label, device=dev, dtype=torch.long)
     like = torch.empty(n, 2, device=dev)
     den = run.guided(cond, guidance_scale) if label is not None else run.denoiser
     if method in ("dps", "inpaint") and observe_x is None:
