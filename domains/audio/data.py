@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from polydiff.plugins.domain import Batch
+from polydiff.domains.common.datasets import LabelledTensors
 
 from .clipset import ClipSet
 from .digits import DigitSetConfig, load_digits
@@ -99,32 +99,11 @@ def prepare(cfg: dict[str, Any]) -> Prepared:
     return _prepare(json.dumps(data_config(cfg), sort_keys=True))
 
 
-class MelDataset(torch.utils.data.Dataset):
-    """Normalised log-mels [1, n_mels, frames] with their labels (-1 = none) and whether the model is conditional."""
-
-    def __init__(self, x: torch.Tensor, labels: torch.Tensor, conditional: bool) -> None:
-        self.x, self.labels, self.conditional = x, labels, conditional
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        return self.x[i], self.labels[i], self.conditional
-
-
-def collate(items: list[tuple[torch.Tensor, torch.Tensor, bool]]) -> Batch:
-    """Stack mels into x0 [B, 1, n_mels, frames]; cond is ``{"label": [B]}`` for a conditional model, else None."""
-    x0 = torch.stack([x for x, _, _ in items])
-    if not items[0][2]:
-        return Batch(x0)
-    return Batch(x0, {"label": torch.stack([lab for _, lab, _ in items])})
-
-
-def build_dataset(cfg: dict[str, Any], split: str) -> MelDataset:
+def build_dataset(cfg: dict[str, Any], split: str) -> LabelledTensors:
     """``train`` mels, or the held-out (unheard voices) ones for ``val``/``test``."""
     p = prepare(cfg)
     if split == "train":
-        return MelDataset(p.train_x, p.train.labels, p.conditional)
+        return LabelledTensors(p.train_x, p.train.labels, p.conditional)
     if split in ("val", "test"):
-        return MelDataset(p.test_x, p.test.labels, p.conditional)
+        return LabelledTensors(p.test_x, p.test.labels, p.conditional)
     raise ValueError(f"unknown split {split!r}; choose train, val or test")

@@ -10,12 +10,13 @@ from typing import Any
 import torch
 
 from polydiff.core import guidance
+from polydiff.domains.common.datasets import collate_labelled
 from polydiff.domains.common.embeddings import NULL_LABEL, drop_labels
 from polydiff.plugins import hookimpl
 from polydiff.plugins.domain import Domain
 
 from .clips import fit_length, load_audio, resample
-from .data import build_dataset, collate, data_config, prepare
+from .data import build_dataset, data_config, prepare
 from .evaluation import get_judge, real_and_floor, reanalyse, score
 from .features import LogMel
 from .inpainting import inpaint_mask, parse_span
@@ -187,7 +188,7 @@ def make_domain() -> Domain:
         evaluate=evaluate,
         primary_metric="fid",
         lower_is_better=True,
-        collate=collate,
+        collate=collate_labelled,
         drop_cond=drop_cond,
         null_cond=null_cond,
         cli=add_commands,

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from polydiff.domains.common.datasets import LabelledTensors, collate_labelled
 from polydiff.domains.common.embeddings import NULL_LABEL, drop_labels
 from polydiff.plugins import hookimpl
-from polydiff.plugins.domain import Batch, Domain
+from polydiff.plugins.domain import Domain
 
 from .completion import complete
 from .data import Normalization, PointSet, load_set, write_json
@@ -102,36 +103,18 @@ def prepare(data_cfg: dict[str, Any]) -> Prepared:
     return _prepare(json.dumps(_data_cfg(data_cfg), sort_keys=True))
 
 
-class CloudDataset(torch.utils.data.Dataset):
-    """Normalised clouds with their labels (-1 when the set is unlabelled or unconditional)."""
-
-    def __init__(self, points: np.ndarray, labels: np.ndarray, conditional: bool) -> None:
-        self.points = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
-        self.labels = torch.from_numpy(labels.astype(np.int64))
-        self.conditional = conditional
-
-    def __len__(self) -> int:
-        return len(self.points)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, bool]:
-        return self.points[i], self.labels[i], self.conditional
+def _clouds(points: np.ndarray, labels: np.ndarray, conditional: bool) -> LabelledTensors:
+    return LabelledTensors(torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
+                           torch.from_numpy(labels.astype(np.int64)), conditional)
 
 
-def collate(items: list[tuple[Tensor, Tensor, bool]]) -> Batch:
-    """Stack clouds into x0 [B, N, 3]; the condition is ``{"label": [B]}`` for a conditional set, else None."""
-    x0 = torch.stack([p for p, _, _ in items])
-    if not items[0][2]:
-        return Batch(x0)
-    return Batch(x0, {"label": torch.stack([lab for _, lab, _ in items])})
-
-
-def build_dataset(cfg: dict[str, Any], split: str) -> CloudDataset:
+def build_dataset(cfg: dict[str, Any], split: str) -> LabelledTensors:
     """``train`` clouds, or the held-out ones for ``val``/``test``."""
     p = prepare(cfg)
     if split == "train":
-        return CloudDataset(p.train_points, p.train.labels, p.conditional)
+        return _clouds(p.train_points, p.train.labels, p.conditional)
     if split in ("val", "test"):
-        return CloudDataset(p.test_points, p.test.labels, p.conditional)
+        return _clouds(p.test_points, p.test.labels, p.conditional)
     raise ValueError(f"unknown split {split!r}; choose train, val or test")
 
 
@@ -272,7 +255,7 @@ def make_domain() -> Domain:
         evaluate=evaluate,
         primary_metric="1nna_cd",
         lower_is_better=True,
-        collate=collate,
+        collate=collate_labelled,
         drop_cond=drop_cond,
         null_cond=null_cond,
         cli=add_commands,

@@ -1,0 +1,31 @@
+"""A labelled tensor data set and its collate, shared by the domains whose examples are fixed-size tensors."""
+from __future__ import annotations
+
+import torch
+
+from polydiff.plugins.domain import Batch
+
+Tensor = torch.Tensor
+
+
+class LabelledTensors(torch.utils.data.Dataset):
+    """Examples ``x`` [N, ...] with integer labels [N] (-1 = none) and whether the model is class-conditional."""
+
+    def __init__(self, x: Tensor, labels: Tensor, conditional: bool) -> None:
+        if len(x) != len(labels):
+            raise ValueError(f"{len(x)} examples but {len(labels)} labels")
+        self.x, self.labels, self.conditional = x, labels.long(), conditional
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, bool]:
+        return self.x[i], self.labels[i], self.conditional
+
+
+def collate_labelled(items: list[tuple[Tensor, Tensor, bool]]) -> Batch:
+    """Stack examples into x0 [B, ...]; the condition is ``{"label": [B]}`` for a conditional model, else None."""
+    x0 = torch.stack([x for x, _, _ in items])
+    if not items[0][2]:
+        return Batch(x0)
+    return Batch(x0, {"label": torch.stack([lab for _, lab, _ in items])})
