@@ -20,15 +20,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from polydiff.core.noise import NoiseFn
-
-if TYPE_CHECKING:
-    from .runs import Run
 
 Tensor = torch.Tensor
 

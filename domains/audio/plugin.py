@@ -11,7 +11,7 @@ import torch
 
 from polydiff.core import guidance
 from polydiff.domains.common.datasets import collate_labelled
-from polydiff.domains.common.embeddings import NULL_LABEL, drop_labels
+from polydiff.domains.common.embeddings import NULL_LABEL, drop_label_cond, null_label_cond
 from polydiff.plugins import hookimpl
 from polydiff.plugins.domain import Domain
 
@@ -56,20 +56,6 @@ def build_network(cfg: dict[str, Any]) -> MelUNet:
         classes = prepare(d).num_classes
     net = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["network"].items()}
     return MelUNet(NetConfig(num_classes=classes, sigma_data=float(cfg["diffusion"].get("sigma_data", 1.0)), **net))
-
-
-def drop_cond(cond: Any, p: float, generator: torch.Generator) -> Any:
-    """Label dropout for classifier-free guidance."""
-    if cond is None:
-        return None
-    return {**cond, "label": drop_labels(cond["label"], p, NULL_LABEL, generator)}
-
-
-def null_cond(cond: Any) -> Any:
-    """The unconditional version of a condition."""
-    if cond is None:
-        return None
-    return {**cond, "label": torch.full_like(cond["label"], NULL_LABEL)}
 
 
 def class_labels(p, label: int | str | None, n: int) -> torch.Tensor:
@@ -189,8 +175,8 @@ def make_domain() -> Domain:
         primary_metric="fid",
         lower_is_better=True,
         collate=collate_labelled,
-        drop_cond=drop_cond,
-        null_cond=null_cond,
+        drop_cond=drop_label_cond,
+        null_cond=null_label_cond,
         cli=add_commands,
         extras={"prepare": prepare, "score": score, "get_judge": get_judge},
     )

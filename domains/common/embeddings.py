@@ -50,3 +50,17 @@ def drop_labels(labels: torch.Tensor, p: float, null: int = NULL_LABEL,
     device = generator.device if generator is not None else labels.device
     keep = torch.rand(labels.shape, generator=generator, device=device).to(labels.device) >= p
     return torch.where(keep, labels, torch.full_like(labels, null))
+
+
+def drop_label_cond(cond: dict | None, p: float, generator: torch.Generator | None = None) -> dict | None:
+    """Label dropout on a ``{"label": ...}`` condition (a Domain's ``drop_cond`` for class-conditional models)."""
+    if cond is None:
+        return None
+    return {**cond, "label": drop_labels(cond["label"], p, NULL_LABEL, generator)}
+
+
+def null_label_cond(cond: dict | None) -> dict | None:
+    """The unconditional version of a ``{"label": ...}`` condition (a Domain's ``null_cond``)."""
+    if cond is None:
+        return None
+    return {**cond, "label": torch.full_like(cond["label"], NULL_LABEL)}

@@ -1,17 +1,12 @@
 """Point-cloud files: binary PLY out (one file per cloud), PLY/OBJ/STL/OFF/GLB in, and a PNG grid preview."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import math
 from pathlib import Path
 
 import numpy as np
 
 from .data import load_mesh
-
-if TYPE_CHECKING:
-    import trimesh
 
 PREVIEW_VIEW = {"elev": 20.0, "azim": -60.0}
 

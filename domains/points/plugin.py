@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from polydiff.domains.common.datasets import LabelledTensors, collate_labelled
-from polydiff.domains.common.embeddings import NULL_LABEL, drop_labels
+from polydiff.domains.common.embeddings import NULL_LABEL, drop_label_cond, null_label_cond
 from polydiff.plugins import hookimpl
 from polydiff.plugins.domain import Domain
 
@@ -122,20 +122,6 @@ def build_network(cfg: dict[str, Any]) -> PointSetTransformer:
     """The set transformer of the ``network`` config, class-conditional when the set has labels."""
     p = prepare(cfg["data"])
     return PointSetTransformer(num_classes=len(p.train.classes) if p.conditional else 0, **cfg["network"])
-
-
-def drop_cond(cond: Any, p: float, generator: torch.Generator) -> Any:
-    """Label dropout for classifier-free guidance."""
-    if cond is None:
-        return None
-    return {**cond, "label": drop_labels(cond["label"], p, NULL_LABEL, generator)}
-
-
-def null_cond(cond: Any) -> Any:
-    """The unconditional version of a condition."""
-    if cond is None:
-        return None
-    return {**cond, "label": torch.full_like(cond["label"], NULL_LABEL)}
 
 
 # ---- sampling -------------------------------------------------------------------------------------------------
@@ -256,8 +242,8 @@ def make_domain() -> Domain:
         primary_metric="1nna_cd",
         lower_is_better=True,
         collate=collate_labelled,
-        drop_cond=drop_cond,
-        null_cond=null_cond,
+        drop_cond=drop_label_cond,
+        null_cond=null_label_cond,
         cli=add_commands,
         extras={"metrics": evaluate_sets, "prepare": prepare},
     )

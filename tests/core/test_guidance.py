@@ -1,7 +1,6 @@
 """Guidance wrappers checked on a Gaussian mixture, where conditionals are known exactly."""
 import math
 
-import pytest
 import torch
 
 from polydiff.core import guidance

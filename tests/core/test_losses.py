@@ -1,7 +1,5 @@
 """Losses: weightings are the parameterizations' MSEs, OT coupling is optimal, the VLB bounds the exact NLL, and a
 small MLP trained with each loss on 8 Gaussians gets close to held-out data."""
-import math
-
 import pytest
 import torch
 from torch import nn

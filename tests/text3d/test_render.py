@@ -1,5 +1,4 @@
 """The volume renderer against closed forms: opacity of a constant-density ball is 1 - exp(-s * chord)."""
-import math
 
 import pytest
 import torch
