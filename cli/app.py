@@ -81,7 +81,8 @@ def _root() -> typer.Typer:
                     run = train(domain, cfg, out / name / "run", device=str(dev))
                     source = f"{cfg['train']['steps']}-step training run (no shipped checkpoint: not representative)"
                 g = torch.Generator(device=run.device).manual_seed(seed)
-                samples = domain.generate(run, n, generator=g)
+                options = {"n": n, **domain.demo}
+                samples = domain.generate(run, options.pop("n"), generator=g, **options)
                 files = write_samples(domain, samples, out / name, {"source": source, "seed": seed, "n": n})
                 typer.echo(f"[{name}] {len(files)} files from the {source} in {time.time() - t0:.0f} s")
             except Exception as exc:  # one domain failing must not hide the others

@@ -90,6 +90,8 @@ class Domain:
     """``(typer_app) -> None``: add domain-specific commands; a command it defines replaces the generic one."""
     shipped_run: Path | None = None
     """A run folder shipped inside the package (config.json + checkpoint/), used when ``--run`` is not given."""
+    demo: dict[str, Any] = field(default_factory=dict)
+    """Keyword overrides for ``generate`` in ``polydiff demo`` (e.g. ``{"n": 1}`` when one sample takes minutes)."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Anything else the domain wants to expose to plugins (metric functions, file readers)."""
 

@@ -197,6 +197,7 @@ def make_domain() -> Domain:
         drop_cond=drop_embeddings,
         null_cond=null_condition,
         cli=add_commands,
+        demo={"n": 1, "iters": 100},
     )
 
 
