@@ -5,16 +5,19 @@ A domain's own ``cli(app)`` runs first; any command it defines replaces the gene
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import typer
 
 from polydiff.plugins.domain import Domain
 from polydiff.plugins.manager import get_manager
-from polydiff.plugins.runs import load_run, merge, read_config_file, resolve_config, resolve_device, train
+from polydiff.plugins.runs import (export_run, load_run, merge, read_config_file, resolve_config, resolve_device,
+                                   train)
 
 from .options import (ConfigOpt, DeviceOpt, NumOpt, OutOpt, PresetOpt, ResumeOpt, RunOpt, SamplerOpt, SeedOpt, StepsOpt,
                       TrainStepsOpt)
@@ -63,6 +66,9 @@ def build_domain_app(domain: Domain) -> typer.Typer:
             if steps is not None:
                 cfg["train"]["steps"] = steps
             dev = resolve_device(device)
+            out.mkdir(parents=True, exist_ok=True)
+            with open(out / "command.txt", "a") as f:
+                f.write(shlex.join(["polydiff", *sys.argv[1:]]) + "\n")
             t0 = time.time()
             train(domain, cfg, out, device=str(dev), resume=resume, hooks=get_manager().hook)
             typer.echo(f"trained {domain.name} ({preset}) in {time.time() - t0:.0f} s -> {out} (loss plot: {out / 'loss.png'})")
@@ -90,6 +96,15 @@ def build_domain_app(domain: Domain) -> typer.Typer:
             metrics = domain.evaluate(r, sampler=sampler, steps=steps, n=n, generator=g)
             for k, v in metrics.items():
                 typer.echo(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
+
+    if "export" not in own:
+        @app.command("export")
+        def export_cmd(run: Annotated[Path, typer.Argument(help="Run folder from `train --out`.")], out: OutOpt,
+                       dtype: Annotated[str, typer.Option(help="float16, bfloat16 or float32.")] = "float16") -> None:
+            """Write a run's shippable form: config + EMA weights only (safetensors + JSON), loss plot, commands."""
+            export_run(run, out, dtype)
+            size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+            typer.echo(f"exported {run} -> {out} ({size / 1e6:.1f} MB, {dtype}); sample with --run {out}")
 
     if "info" not in own:
         @app.command("info")

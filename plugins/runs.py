@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from polydiff.core.losses import denoising_loss, flow_matching_loss
 from polydiff.core.noise import NoiseFn, gaussian
 from polydiff.core.samplers import sample as core_sample
 from polydiff.core.schedules import Schedule, get_schedule, make_grid
+from polydiff.core.checkpoint import load_checkpoint, save_checkpoint
 from polydiff.core.training import Trainer, TrainConfig, load_weights
 
 from .domain import Batch, Domain
@@ -109,6 +111,33 @@ def train(domain: Domain, cfg: dict[str, Any], out: Path, *, device: str = "cpu"
                       run_config=cfg, on_step_end=step_end, on_run_end=run_end, stop_after=stop_after)
     ema = trainer.fit(resume=resume)
     return Run(domain, cfg, ema.eval(), out, torch.device(device))
+
+
+EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def export_run(run_dir: Path, out: Path, dtype: str = "float16") -> Path:
+    """Write the shippable form of a run into ``out``: its config, the EMA weights alone cast to ``dtype`` (no optimizer
+    state, a quarter of the size in float16), and its loss plot, metrics and the commands that trained it."""
+    run_dir, out = Path(run_dir), Path(out)
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(EXPORT_DTYPES)}")
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json); pass the --out of a `train`")
+    if out.resolve() == run_dir.resolve():
+        raise ValueError("export into a new folder, not the run itself")
+    tensors, state = load_checkpoint(run_dir / "checkpoint", ("model",))
+    weights = tensors.get("model", {})
+    prefix = "ema." if any(k.startswith("ema.") for k in weights) else ""
+    picked = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix) and (prefix or not k.startswith("ema."))}
+    cast = {k: v.to(EXPORT_DTYPES[dtype]) if v.is_floating_point() else v for k, v in picked.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out / "checkpoint", {"model": cast},
+                    {"step": state.get("step"), "exported_from": str(run_dir), "dtype": dtype, "ema": bool(prefix)})
+    for name in ("config.json", "loss.png", "metrics.jsonl", "command.txt"):
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, out / name)
+    return out
 
 
 def resolve_device(device: str) -> torch.device:

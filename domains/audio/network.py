@@ -1,4 +1,8 @@
-"""The audio domain's network and denoiser: the shared ``UNet2D`` over normalised log-mels [B, 1, n_mels, frames]."""
+"""The audio domain's network and denoiser: the shared ``UNet`` over normalised log-mels [B, 1, n_mels, frames].
+
+Two layouts: ``2d`` treats the spectrogram as a one-channel picture; ``1d`` treats the mel bins as channels of a
+sequence over time (WaveGrad/DiffWave-style), several times cheaper for the same quality at 64 bins x 64 frames.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -8,12 +12,13 @@ from torch import nn
 
 from polydiff.core.denoisers import Denoiser
 from polydiff.domains.common.embeddings import NULL_LABEL
-from polydiff.domains.common.unet import UNet2D
+from polydiff.domains.common.unet import UNet
 
 
 @dataclass(frozen=True)
 class NetConfig:
-    """U-Net sizes; ``num_classes`` 0 gives an unconditional model (else a null class is added for CFG)."""
+    """U-Net sizes and layout (``2d`` or ``1d``); ``num_classes`` 0 gives an unconditional model (else a null class
+    is added for CFG); ``n_mels`` is the channel count of the ``1d`` layout."""
 
     base: int = 32
     mults: tuple[int, ...] = (1, 2, 2)
@@ -22,6 +27,8 @@ class NetConfig:
     num_classes: int = 10
     dropout: float = 0.0
     sigma_data: float = 1.0
+    layout: str = "2d"
+    n_mels: int = 64
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
@@ -42,14 +49,22 @@ class MelUNet(nn.Module):
 
     def __init__(self, config: NetConfig = NetConfig()) -> None:
         super().__init__()
+        if config.layout not in ("1d", "2d"):
+            raise ValueError(f"network.layout must be '1d' or '2d', not {config.layout!r}")
         self.config = config
-        self.unet = UNet2D(1, base=config.base, mults=config.mults, num_res=config.num_res,
-                           attn_levels=config.attn_levels, num_classes=config.num_classes, dropout=config.dropout)
+        one_d = config.layout == "1d"
+        self.unet = UNet(config.n_mels if one_d else 1, base=config.base, mults=config.mults, num_res=config.num_res,
+                         attn_levels=config.attn_levels, num_classes=config.num_classes, dropout=config.dropout,
+                         dims=1 if one_d else 2)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
         if cond is not None and cond.get("label") is not None and self.config.num_classes == 0:
             raise ValueError("this audio model is unconditional; sample without a class")
-        return self.unet(x, c_noise, cond)
+        if self.config.layout == "2d":
+            return self.unet(x, c_noise, cond)
+        if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] != self.config.n_mels:
+            raise ValueError(f"this audio model needs [B, 1, {self.config.n_mels}, frames]; got {tuple(x.shape)}")
+        return self.unet(x[:, 0], c_noise, cond)[:, None]
 
 
 def build_denoiser(config: NetConfig = NetConfig()) -> Denoiser:

@@ -1,4 +1,4 @@
-"""A compact 2D U-Net ``F(x_in, c_noise, cond)`` for image-like data (mel spectrograms, rendered views).
+"""A compact U-Net ``F(x_in, c_noise, cond)`` over 1D or 2D grids (mel frames, mel spectrograms, rendered views).
 
 Residual blocks modulated by the noise embedding (FiLM scale and shift), self-attention at chosen levels, and
 conditioning on a class label and/or a vector embedding (e.g. a sentence embedding), both summed into the FiLM input.
@@ -6,6 +6,8 @@ conditioning on a class label and/or a vector embedding (e.g. a sentence embeddi
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -15,32 +17,40 @@ from .embeddings import LabelEmbedding, NoiseEmbedding
 
 
 def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, channels // 4) or 1, channels)
+    return nn.GroupNorm(math.gcd(32, channels // 4) or 1, channels)
+
+
+def _conv(dims: int) -> type[nn.Module]:
+    if dims not in (1, 2):
+        raise ValueError(f"the U-Net works on 1D or 2D grids; got dims={dims}")
+    return nn.Conv1d if dims == 1 else nn.Conv2d
 
 
 class ResBlock(nn.Module):
-    """Two 3x3 convolutions with a FiLM modulation from the embedding between them."""
+    """Two size-3 convolutions with a FiLM modulation from the embedding between them."""
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float) -> None:
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, dims: int = 2) -> None:
         super().__init__()
-        self.norm1, self.conv1 = _norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        conv = _conv(dims)
+        self.norm1, self.conv1 = _norm(c_in), conv(c_in, c_out, 3, padding=1)
         self.film = nn.Linear(emb_dim, 2 * c_out)
-        self.norm2, self.conv2 = _norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.norm2, self.conv2 = _norm(c_out), conv(c_out, c_out, 3, padding=1)
         self.dropout = nn.Dropout(dropout)
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.skip = conv(c_in, c_out, 1) if c_in != c_out else nn.Identity()
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)
+        film = self.film(emb)
+        scale, shift = film.reshape(*film.shape, *[1] * (x.ndim - 2)).chunk(2, dim=1)
         h = self.norm2(h) * (1 + scale) + shift
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over all spatial positions."""
+    """Multi-head self-attention over all grid positions."""
 
     def __init__(self, channels: int, heads: int = 4) -> None:
         super().__init__()
@@ -48,14 +58,13 @@ class SelfAttention(nn.Module):
         self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
         seq = self.norm(x).flatten(2).transpose(1, 2)
         out, _ = self.attn(seq, seq, seq, need_weights=False)
-        return x + out.transpose(1, 2).reshape(b, c, h, w)
+        return x + out.transpose(1, 2).reshape(x.shape)
 
 
-class UNet2D(nn.Module):
-    """U-Net over [B, C, H, W]; H and W must be divisible by 2 ** (len(mults) - 1)."""
+class UNet(nn.Module):
+    """U-Net over [B, C, L] (``dims=1``) or [B, C, H, W] (``dims=2``); every grid side divisible by 2 ** (levels - 1)."""
 
     def __init__(
         self,
@@ -68,43 +77,47 @@ class UNet2D(nn.Module):
         cond_dim: int = 0,
         num_classes: int = 0,
         dropout: float = 0.0,
+        dims: int = 2,
     ) -> None:
         super().__init__()
+        conv = _conv(dims)
+        self.dims = dims
         self.levels = len(mults)
         emb_dim = 4 * base
         self.noise_emb = NoiseEmbedding(emb_dim)
         self.label_emb = LabelEmbedding(num_classes, emb_dim) if num_classes > 0 else None
         self.cond_proj = nn.Linear(cond_dim, emb_dim) if cond_dim > 0 else None
-        self.stem = nn.Conv2d(in_channels, base, 3, padding=1)
+        self.stem = conv(in_channels, base, 3, padding=1)
 
         self.down = nn.ModuleList()
         skips, ch = [base], base
         for level, mult in enumerate(mults):
             for _ in range(num_res):
-                block = nn.ModuleList([ResBlock(ch, base * mult, emb_dim, dropout)])
+                block = nn.ModuleList([ResBlock(ch, base * mult, emb_dim, dropout, dims)])
                 ch = base * mult
                 if level in attn_levels:
                     block.append(SelfAttention(ch))
                 self.down.append(block)
                 skips.append(ch)
             if level < self.levels - 1:
-                self.down.append(nn.ModuleList([nn.Conv2d(ch, ch, 3, stride=2, padding=1)]))
+                self.down.append(nn.ModuleList([conv(ch, ch, 3, stride=2, padding=1)]))
                 skips.append(ch)
 
-        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout), SelfAttention(ch), ResBlock(ch, ch, emb_dim, dropout)])
+        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout, dims), SelfAttention(ch),
+                                  ResBlock(ch, ch, emb_dim, dropout, dims)])
 
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(mults))):
             for _ in range(num_res + 1):
-                block = nn.ModuleList([ResBlock(ch + skips.pop(), base * mult, emb_dim, dropout)])
+                block = nn.ModuleList([ResBlock(ch + skips.pop(), base * mult, emb_dim, dropout, dims)])
                 ch = base * mult
                 if level in attn_levels:
                     block.append(SelfAttention(ch))
                 self.up.append(block)
             if level > 0:
-                self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)]))
+                self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"), conv(ch, ch, 3, padding=1)]))
 
-        self.head = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, out_channels or in_channels, 3, padding=1))
+        self.head = nn.Sequential(_norm(ch), nn.SiLU(), conv(ch, out_channels or in_channels, 3, padding=1))
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 
@@ -120,8 +133,9 @@ class UNet2D(nn.Module):
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
         """Predict a tensor shaped like ``x`` from the noisy input, its noise level and the condition."""
         factor = 2 ** (self.levels - 1)
-        if x.ndim != 4 or x.shape[-1] % factor or x.shape[-2] % factor:
-            raise ValueError(f"UNet2D needs [B, C, H, W] with H and W divisible by {factor}; got {tuple(x.shape)}")
+        if x.ndim != self.dims + 2 or any(side % factor for side in x.shape[2:]):
+            layout = "[B, C, L]" if self.dims == 1 else "[B, C, H, W]"
+            raise ValueError(f"this U-Net needs {layout} with every side divisible by {factor}; got {tuple(x.shape)}")
         emb = self._embedding(c_noise, cond, x.shape[0])
         h = self.stem(x)
         hs = [h]
@@ -137,3 +151,4 @@ class UNet2D(nn.Module):
             for layer in block:
                 h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         return self.head(h)
+

@@ -1,4 +1,4 @@
-"""The text-conditioned 2D prior: the shared ``UNet2D`` over renders, conditioned on MiniLM caption embeddings.
+"""The text-conditioned 2D prior: the shared ``UNet`` over renders, conditioned on MiniLM caption embeddings.
 
 Training data are the labelled multi-view renders of ``data``; the condition is ``{"embedding": [B, 384]}`` and the
 null condition of classifier-free guidance is the zero embedding. Prompts are made view-dependent the DreamFusion way,
@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from polydiff.domains.common.unet import UNet2D
+from polydiff.domains.common.unet import UNet
 
 from .cameras import Cameras, view_name
 from .data import RenderSetConfig, captions_of, load_render_set, to_model_range
@@ -21,12 +21,12 @@ Tensor = torch.Tensor
 
 
 def build_prior_network(size: int = 32, base: int = 32, mults: Sequence[int] = (1, 2, 2), num_res: int = 1,
-                        attn_levels: Sequence[int] = (2,), dropout: float = 0.0) -> UNet2D:
+                        attn_levels: Sequence[int] = (2,), dropout: float = 0.0) -> UNet:
     """The prior's network F(x_in, c_noise, {"embedding": e}) on [B, 3, size, size] renders."""
     factor = 2 ** (len(mults) - 1)
     if size % factor:
         raise ValueError(f"image size {size} must be divisible by {factor} for U-Net levels {tuple(mults)}")
-    return UNet2D(3, 3, base=base, mults=tuple(mults), num_res=num_res, attn_levels=tuple(attn_levels),
+    return UNet(3, 3, base=base, mults=tuple(mults), num_res=num_res, attn_levels=tuple(attn_levels),
                   cond_dim=EMBED_DIM, dropout=dropout)
 
 

@@ -92,6 +92,26 @@ def test_resume_continues_a_run(toy_run, tmp_path):
     assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 80
 
 
+def test_export_ships_the_ema_weights_alone(toy_run, tmp_path):
+    import torch
+
+    from polydiff.plugins.manager import get_manager
+    from polydiff.plugins.runs import load_run
+
+    done = polydiff("toy", "export", toy_run, "--out", tmp_path / "ship")
+    assert done.returncode == 0, done.stderr
+    ship = tmp_path / "ship"
+    assert sorted(p.name for p in (ship / "checkpoint").iterdir()) == ["model.safetensors", "state.json"]
+    assert (ship / "command.txt").read_text().startswith("polydiff toy train --out")
+    assert (ship / "checkpoint" / "model.safetensors").stat().st_size < 0.6 * (toy_run / "checkpoint" / "model.safetensors").stat().st_size
+    domain = get_manager().domain("toy")
+    full, shipped = load_run(domain, toy_run), load_run(domain, ship)
+    x, sigma = torch.randn(64, 2, generator=torch.Generator().manual_seed(0)), torch.full((64,), 0.5)
+    with torch.no_grad():
+        assert torch.allclose(full.denoiser(x, sigma), shipped.denoiser(x, sigma), atol=2e-3)
+    assert polydiff("toy", "export", toy_run, "--out", tmp_path / "x", "--dtype", "int8").returncode == 1
+
+
 @pytest.mark.parametrize("args,code,needle", [
     (["toy", "sample", "--run", "/nonexistent/run"], 1, "not a run folder"),
     (["toy", "sample", "--guidance", "bogus"], 2, "bogus"),
