@@ -1,20 +1,36 @@
-"""The text3d ``sample`` and ``evaluate`` commands: a prompt in, a mesh + turntable GIF out; R-precision."""
+"""text3d's commands: ``train-prior``, ``sample-prior PROMPT``, ``generate PROMPT`` (the documented interface), plus
+``sample`` (the older spelling, kept for scripts) and ``evaluate``.
+
+Each behaviour lives in one function that every spelling calls: ``train_prior`` (like the generic ``train``),
+``sample_prior_images`` (``sample-prior`` and ``sample --images``) and ``generate_objects`` (``generate`` and
+``sample --prompt``). Bad input raises ``ValueError``/``FileNotFoundError``, which the CLI prints as one line (exit 1).
+"""
 from __future__ import annotations
 
+import json
+import shlex
+import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import torch
 import typer
 
 from polydiff.cli.domain_app import open_run, write_samples
-from polydiff.cli.options import DeviceOpt, NumOpt, OutOpt, RunOpt, SamplerOpt, ScaleOpt, SeedOpt, StepsOpt
+from polydiff.cli.options import (ConfigOpt, DeviceOpt, NumOpt, OutOpt, PresetOpt, ResumeOpt, RunOpt, SamplerOpt,
+                                  ScaleOpt, SeedOpt, StepsOpt, TrainStepsOpt)
+from polydiff.plugins.runs import Run, merge, read_config_file, resolve_config, resolve_device, train
+
+METHODS = ("sds", "sjc")
 
 PromptOpt = Annotated[str, typer.Option("--prompt", help="What to make, e.g. 'a red mug'.")]
+PromptArg = Annotated[Optional[str], typer.Argument(help="What to make, e.g. 'a red mug'.", show_default=False)]
 MethodOpt = Annotated[str, typer.Option("--method", help="Distillation loss: sds or sjc.")]
-IterOpt = Annotated[Optional[int], typer.Option("--iters", help="Distillation steps (default from the run's preset).")]
-FieldOpt = Annotated[Optional[str], typer.Option("--field", help="voxel or mlp (default from the preset).")]
+IterOpt = Annotated[Optional[int], typer.Option("--iters", help="Distillation steps (default from the distill settings).")]
+FieldOpt = Annotated[Optional[str], typer.Option("--field", help="voxel or mlp (default from the distill settings).")]
+DistillPresetOpt = Annotated[Optional[str], typer.Option(
+    "--preset", help="Distillation settings of this domain preset (quick or full; default: the run's own).")]
 
 
 def _domain():
@@ -23,8 +39,113 @@ def _domain():
     return get_manager().domain("text3d")
 
 
+def _check_prompt(prompt: str | None) -> str:
+    if prompt is None or not prompt.strip():
+        raise ValueError("no prompt: say what to make, e.g. polydiff text3d generate 'a red mug' --out DIR")
+    return prompt.strip()
+
+
+def _open_prior(run: Path | None, device: str) -> Run:
+    """The prior of ``--run``, or the shipped one; without either, say how to train one."""
+    try:
+        return open_run(_domain(), run, device)
+    except FileNotFoundError:
+        if run is not None:
+            raise
+        raise FileNotFoundError("text3d ships no trained prior: train one with `polydiff text3d train-prior --out RUN` "
+                                "and pass --run RUN") from None
+
+
+def record_command(out: Path) -> None:
+    """Append the command line to ``out/command.txt`` (as the generic ``train`` does), so a run says how it was made."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "command.txt", "a") as f:
+        f.write(shlex.join(["polydiff", *sys.argv[1:]]) + "\n")
+
+
+def train_prior(out: Path, preset: str = "quick", config: Path | None = None, device: str = "auto", seed: int = 0,
+                resume: bool = False, steps: int | None = None) -> Run:
+    """Train the text-conditioned 2D prior into the run folder ``out``, with the generic ``train``'s semantics."""
+    from polydiff.plugins.manager import get_manager
+
+    domain = _domain()
+    override = read_config_file(config) if config else {}
+    saved = out / "config.json"
+    if resume and saved.is_file():  # continue the run as it was configured, with this call's overrides
+        cfg = merge(json.loads(saved.read_text()), override)
+    else:
+        cfg = resolve_config(domain, preset, override)
+        cfg["train"]["seed"] = seed
+    if steps is not None:
+        cfg["train"]["steps"] = steps
+    dev = resolve_device(device)
+    record_command(out)
+    return train(domain, cfg, out, device=str(dev), resume=resume, hooks=get_manager().hook)
+
+
+def sample_prior_images(prompt: str | None, out: Path, run: Path | None = None, n: int = 4, seed: int = 0,
+                        device: str = "auto", guidance_scale: float | None = None, sampler: str | None = None,
+                        steps: int | None = None) -> list[Path]:
+    """Sample ``n`` prior images of ``prompt`` (random views) and write one PNG each plus a strip into ``out``."""
+    prompt = _check_prompt(prompt)
+    r = _open_prior(run, device)
+    g = torch.Generator(device=r.device).manual_seed(seed)
+    t0 = time.time()
+    samples = _domain().generate(r, n, sampler=sampler, steps=steps, generator=g, prompt=prompt, images=True,
+                                 guidance_scale=guidance_scale, progress=True)
+    info: dict[str, Any] = {"prompt": prompt, "images": True, "seed": seed, "run": str(r.path),
+                            "sampler": sampler or r.config["sample"]["sampler"],
+                            "steps": steps or r.config["sample"]["steps"], "guidance_scale": guidance_scale,
+                            "seconds": round(time.time() - t0, 1)}
+    return write_samples(_domain(), samples, out, info)
+
+
+def generate_objects(prompt: str | None, out: Path, run: Path | None = None, n: int = 1, seed: int = 0,
+                     device: str = "auto", method: str = "sds", preset: str | None = None, iters: int | None = None,
+                     field: str | None = None, guidance_scale: float | None = None) -> list[Path]:
+    """Distil ``n`` objects for ``prompt`` and write per object a GLB + OBJ mesh, turntable GIF, loss curve, field."""
+    prompt = _check_prompt(prompt)
+    if method not in METHODS:
+        raise ValueError(f"unknown distillation method {method!r}; choose sds or sjc")
+    if preset is not None:
+        _domain().preset(preset)
+    r = _open_prior(run, device)
+    g = torch.Generator(device=r.device).manual_seed(seed)
+    t0 = time.time()
+    samples = _domain().generate(r, n, generator=g, prompt=prompt, guidance_scale=guidance_scale, progress=True,
+                                 method=method, iters=iters, field=field, seed=seed, preset=preset)
+    info = {"prompt": prompt, "images": False, "method": method, "preset": preset, "seed": seed, "run": str(r.path),
+            "seconds": round(time.time() - t0, 1)}
+    return write_samples(_domain(), samples, out, info)
+
+
 def add_commands(app: typer.Typer) -> None:
-    """Register text3d's ``sample`` and ``evaluate`` on its sub-app."""
+    """Register text3d's commands on its sub-app (the generic ``train``, ``export`` and ``info`` stay)."""
+
+    @app.command("train-prior")
+    def train_prior_cmd(out: OutOpt = Path("runs") / "text3d", preset: PresetOpt = "quick", config: ConfigOpt = None,
+                        device: DeviceOpt = "auto", seed: SeedOpt = 0, resume: ResumeOpt = False,
+                        steps: TrainStepsOpt = None) -> None:
+        """Train the text-conditioned 2D prior on renders of the shapes (checkpoints, metrics.jsonl, loss.png)."""
+        t0 = time.time()
+        train_prior(out, preset, config, device, seed, resume, steps)
+        typer.echo(f"trained the text3d prior ({preset}) in {time.time() - t0:.0f} s -> {out} "
+                   f"(loss plot: {out / 'loss.png'}); next: polydiff text3d generate 'a red mug' --run {out}")
+
+    @app.command("sample-prior")
+    def sample_prior_cmd(prompt: PromptArg = None, out: OutOpt = Path("samples") / "text3d-prior", run: RunOpt = None,
+                         n: NumOpt = 4, seed: SeedOpt = 0, device: DeviceOpt = "auto",
+                         guidance_scale: ScaleOpt = None, sampler: SamplerOpt = None, steps: StepsOpt = None) -> None:
+        """Images of PROMPT from the 2D prior (random views): one PNG each and a strip."""
+        sample_prior_images(prompt, out, run, n, seed, device, guidance_scale, sampler, steps)
+
+    @app.command("generate")
+    def generate_cmd(prompt: PromptArg = None, out: OutOpt = Path("samples") / "text3d", run: RunOpt = None,
+                     n: NumOpt = 1, seed: SeedOpt = 0, device: DeviceOpt = "auto", method: MethodOpt = "sds",
+                     preset: DistillPresetOpt = None, iters: IterOpt = None, field: FieldOpt = None,
+                     guidance_scale: ScaleOpt = None) -> None:
+        """Text to 3D: distil an object for PROMPT (GLB + OBJ mesh, turntable GIF, loss curve, field)."""
+        generate_objects(prompt, out, run, n, seed, device, method, preset, iters, field, guidance_scale)
 
     @app.command("sample")
     def sample(prompt: PromptOpt = "a red mug", out: OutOpt = Path("samples") / "text3d", run: RunOpt = None,
@@ -32,28 +153,18 @@ def add_commands(app: typer.Typer) -> None:
                iters: IterOpt = None, field: FieldOpt = None, guidance_scale: ScaleOpt = None,
                images: Annotated[bool, typer.Option("--images", help="Sample 2D prior images of the prompt instead.")] = False,
                sampler: SamplerOpt = None, steps: StepsOpt = None) -> None:
-        """Text to 3D: distil an object for --prompt (GLB + OBJ mesh, turntable GIF, loss curve, field)."""
-        if method not in ("sds", "sjc"):
-            raise typer.BadParameter("choose sds or sjc", param_hint="--method")
-        r = open_run(_domain(), run, device)
-        g = torch.Generator(device=r.device).manual_seed(seed)
-        t0 = time.time()
-        extra = {} if images else {"method": method, "iters": iters, "field": field, "seed": seed}
-        try:
-            samples = _domain().generate(r, n, sampler=sampler, steps=steps, generator=g, prompt=prompt, images=images,
-                                         guidance_scale=guidance_scale, progress=True, **extra)
-        except ValueError as err:
-            raise typer.BadParameter(str(err)) from None
-        info = {"prompt": prompt, "method": method, "seed": seed, "run": str(r.path), "images": images,
-                "seconds": round(time.time() - t0, 1)}
-        write_samples(_domain(), samples, out, info)
+        """Older spelling: `sample --prompt P` is `generate P`; `sample --images --prompt P` is `sample-prior P`."""
+        if images:
+            sample_prior_images(prompt, out, run, n, seed, device, guidance_scale, sampler, steps)
+        else:
+            generate_objects(prompt, out, run, n, seed, device, method, None, iters, field, guidance_scale)
 
     @app.command("evaluate")
     def evaluate(run: RunOpt = None, n: NumOpt = 7, seed: SeedOpt = 0, device: DeviceOpt = "auto",
                  prompts: Annotated[Optional[str], typer.Option("--prompts", help="';'-separated prompts (default: the fixed list).")] = None,
                  iters: IterOpt = None, method: MethodOpt = "sds", sampler: SamplerOpt = None, steps: StepsOpt = None) -> None:
         """R-precision of generated objects (colour, shape) next to ground truth (ceiling) and an untrained field (floor)."""
-        r = open_run(_domain(), run, device)
+        r = _open_prior(run, device)
         plist = [p.strip() for p in prompts.split(";") if p.strip()] if prompts else None
         try:
             metrics = _domain().evaluate(r, n=n, prompts=plist, progress=True, method=method, iters=iters, seed=seed)

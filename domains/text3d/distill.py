@@ -4,7 +4,8 @@ Each step renders a few random views, makes the prompt view-dependent, and backp
 SJC loss of ``polydiff.core.guidance`` through the volume renderer into the field. The maximum diffusion time is
 annealed (DreamFusion / threestudio) from ``t_range[1]`` to ``t_anneal_to``; classifier-free guidance with the zero
 embedding as the null prompt sharpens the gradient. Any denoiser ``D(x, sigma, cond)`` on [B, 3, S, S] images in
-[-1, 1] can be the prior.
+[-1, 1] can be the prior, and with ``encode`` (e.g. a VAE encoder) one that works on latents of the renders
+(``diffusers_prior`` plugs in a local Stable Diffusion this way).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 
 from polydiff.core.guidance import cfg as cfg_guidance
 from polydiff.core.guidance import sds_loss, sjc_loss
-from polydiff.core.schedules import LinearBeta
+from polydiff.core.schedules import LinearBeta, Schedule
 
 from .cameras import random_cameras
 from .data import BACKGROUND
@@ -94,6 +95,14 @@ def make_field(cfg: DistillConfig) -> torch.nn.Module:
     return MLPField(blob_density=cfg.blob_density, blob_radius=cfg.blob_radius)
 
 
+def zero_embedding(cond: Any) -> dict[str, Tensor]:
+    """The default null condition of classifier-free guidance: ``cond`` with its ``embedding`` zeroed."""
+    if not isinstance(cond, dict) or "embedding" not in cond:
+        raise ValueError("the prior's condition has no 'embedding' to zero for guidance; pass null=(cams -> "
+                         "unconditional cond) to distill")
+    return {**cond, "embedding": torch.zeros_like(cond["embedding"])}
+
+
 def t_max_at(cfg: DistillConfig, step: int) -> float:
     """The annealed upper end of the diffusion-time range at ``step`` (linear from t_range[1] to t_anneal_to)."""
     frac = step / max(1, cfg.steps - 1)
@@ -102,18 +111,21 @@ def t_max_at(cfg: DistillConfig, step: int) -> float:
 
 def distill(denoiser: Callable[..., Tensor], condition: Condition, cfg: DistillConfig | None = None, *,
             null: Condition | None = None, progress: bool = False, callback: Callable[[int, float], None] | None = None,
-            device: torch.device | str = "cpu") -> DistillResult:
+            device: torch.device | str = "cpu", schedule: Schedule | None = None,
+            encode: Callable[[Tensor], Tensor] | None = None) -> DistillResult:
     """Optimise a field against ``denoiser`` with SDS or SJC.
 
     ``condition(cams) -> cond`` gives the prior's condition for the sampled cameras (e.g. view-dependent prompt
     embeddings); ``null(cams)`` the unconditional one (default: zeroed ``embedding``) used by classifier-free guidance.
+    ``schedule`` maps SDS times to noise levels (default: DDPM's linear betas); ``encode`` maps renders in [-1, 1] to
+    what the prior denoises (e.g. VAE latents), differentiably; default: the renders themselves.
     """
     cfg = cfg or DistillConfig()
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     fld = make_field(cfg).to(device)
     opt = torch.optim.Adam(fld.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
-    schedule = LinearBeta()
+    schedule = schedule or LinearBeta()
     bg = torch.tensor(BACKGROUND, device=device)
     losses: list[float] = []
     steps = range(cfg.steps)
@@ -130,8 +142,10 @@ def distill(denoiser: Callable[..., Tensor], condition: Condition, cfg: DistillC
         out = render(fld, cams, cfg.size, n_samples=cfg.n_samples, light=random_light(cams, gen), generator=gen,
                      background=bg)
         x = out["rgb"] * 2 - 1
+        if encode is not None:
+            x = encode(x)
         cond = condition(cams)
-        uncond = null(cams) if null is not None else {**cond, "embedding": torch.zeros_like(cond["embedding"])}
+        uncond = null(cams) if null is not None else zero_embedding(cond)
         guided = cfg_guidance(denoiser, cfg.guidance_scale, uncond)
         if cfg.method == "sds":
             hi = t_max_at(cfg, step)

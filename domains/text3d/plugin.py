@@ -1,7 +1,8 @@
 """The text-to-3D domain as a polydiff plugin.
 
-``train`` fits the text-conditioned 2D prior on multi-view renders of the procedural shapes; ``sample --prompt``
-distils a 3D object from it (mesh GLB/OBJ, turntable GIF, loss curve), or with ``--images`` samples prior images;
+``train-prior`` (or the generic ``train``) fits the text-conditioned 2D prior on multi-view renders of the procedural
+shapes; ``generate PROMPT`` distils a 3D object from it (mesh GLB/OBJ, turntable GIF, loss curve) and
+``sample-prior PROMPT`` writes prior images (``sample --prompt`` / ``sample --images`` are the older spellings);
 ``evaluate`` reports R-precision of generated objects next to its ceiling (ground truth) and floor (untrained field).
 """
 from __future__ import annotations
@@ -76,9 +77,13 @@ def build_network(cfg: dict[str, Any]):
     return build_prior_network(size=cfg["data"]["size"], **net)
 
 
-def distill_config(run, overrides: dict[str, Any] | None = None) -> DistillConfig:
-    """The run's distillation settings with ``overrides`` (None values ignored) merged on top."""
-    base = dict(run.config.get("distill", {}))
+def distill_config(run, overrides: dict[str, Any] | None = None, preset: str | None = None) -> DistillConfig:
+    """The run's distillation settings, or those of the domain preset ``preset``, with ``overrides`` (None values
+    ignored) merged on top. A preset's render size is not taken: renders always have the prior's image size."""
+    if preset is None:
+        base = dict(run.config.get("distill", {}))
+    else:
+        base = {k: v for k, v in run.domain.preset(preset).get("distill", {}).items() if k != "size"}
     base.update({k: v for k, v in (overrides or {}).items() if v is not None})
     if base.get("size", run.config["data"]["size"]) != run.config["data"]["size"]:
         raise ValueError(f"distillation renders must have the prior's image size {run.config['data']['size']}")
@@ -95,10 +100,12 @@ def generate_object(run, prompt: str, cfg: DistillConfig, progress: bool = False
 def generate(run, n: int, *, sampler: str | None = None, steps: int | None = None,
              generator: torch.Generator | None = None, prompt: str = "a red mug", images: bool = False,
              guidance_scale: float | None = None, progress: bool = False, method: str | None = None,
-             iters: int | None = None, field: str | None = None, seed: int = 0) -> dict[str, Any]:
+             iters: int | None = None, field: str | None = None, seed: int = 0,
+             preset: str | None = None) -> dict[str, Any]:
     """``n`` 3D objects for ``prompt`` (score distillation), or with ``images=True`` n prior images of the prompt.
 
-    ``method`` (sds/sjc), ``iters`` (distillation steps), ``field`` (voxel/mlp) override the run's ``distill`` preset.
+    ``method`` (sds/sjc), ``iters`` (distillation steps), ``field`` (voxel/mlp) override the run's ``distill`` settings,
+    or those of the domain preset ``preset`` when one is named.
     """
     if n < 1:
         raise ValueError("n must be at least 1")
@@ -114,18 +121,21 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
     results = []
     for k in range(n):
         overrides = {"method": method, "steps": iters, "field": field, "guidance_scale": guidance_scale, "seed": seed + k}
-        results.append(generate_object(run, prompt, distill_config(run, overrides), progress))
+        results.append(generate_object(run, prompt, distill_config(run, overrides, preset), progress))
     return {"kind": "objects", "prompt": prompt, "results": results,
             "mesh": {k: run.config.get("evaluate", {}).get(k) for k in ("mesh_resolution", "mesh_threshold")}}
 
 
 def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> list[Path]:
-    """Images: a PNG grid. Objects: per object a GLB and an OBJ mesh, a turntable GIF, the loss curve and the field."""
+    """Images: one PNG each and a strip of all. Objects: per object a GLB and an OBJ mesh, a turntable GIF, the loss
+    curve and the field."""
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
     if samples["kind"] == "images":
-        return [save_strip(to_uint8(samples["images"]), out / "prior_samples.png")]
+        images = to_uint8(samples["images"])
+        files = [save_strip(img[None], out / f"prior_{k:02d}.png") for k, img in enumerate(images)]
+        return files + [save_strip(images, out / "prior_samples.png")]
     files: list[Path] = []
     res = samples["mesh"].get("mesh_resolution") or 64
     thr = samples["mesh"].get("mesh_threshold") or 5.0

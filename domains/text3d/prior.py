@@ -73,7 +73,7 @@ def view_prompts(prompt: str, cams: Cameras) -> list[str]:
     """One view-dependent prompt per camera: "<prompt>, front view" etc."""
     prompt = prompt.strip().rstrip(".")
     if not prompt:
-        raise ValueError("the prompt is empty; describe the object, e.g. --prompt 'a red mug'")
+        raise ValueError("the prompt is empty; describe the object, e.g. 'a red mug'")
     return [f"{prompt}, {view_name(float(e), float(a))} view" for e, a in zip(cams.elevation, cams.azimuth)]
 
 

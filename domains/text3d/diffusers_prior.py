@@ -1,0 +1,232 @@
+"""Optional adapter: a local diffusers Stable-Diffusion-style UNet as a polydiff denoiser, usable as the SDS prior.
+
+A discrete VP model (``UNet2DConditionModel`` + the ``alphas_cumprod`` of its ``DDPMScheduler``) becomes a denoiser
+``D(x, sigma, cond) -> x0_hat`` in the sigma frame ``x = x0 + sigma * eps``: the UNet sees ``x / sqrt(1 + sigma^2)``
+at the timestep whose ``sigma_t = sqrt((1 - abar_t) / abar_t)`` matches ``sigma`` (interpolated in log-sigma, or the
+nearest one), and its eps (or v) prediction is turned into x0 exactly (``x0 = x - sigma * eps``). It is
+``polydiff.core.denoisers.Denoiser`` with ``parameterization="eps"`` (or ``"v"``), ``sigma_data=1`` and this
+timestep map as ``c_noise``. ``cond`` is the text encoder's hidden states ``[B, L, C]`` (the ``encoder_hidden_states``
+of the UNet), as a tensor or as ``{"encoder_hidden_states": tensor}``.
+
+Stable Diffusion works in the latent space of its VAE, so renders must be encoded before the loss: this module does
+implement that step (``StableDiffusionPrior.encode_renders``: ``vae.encode(x).latent_dist.mean * scaling_factor``,
+differentiable, so the SDS gradient flows through the encoder into the field). A pixel-space UNet (3 input channels,
+e.g. DeepFloyd IF stage I, whose learned-variance half of the output is dropped) needs no VAE. Text-to-3D with a
+local Stable Diffusion 1.x/2.x folder (weights you already have; nothing is downloaded)::
+
+    import torch
+    from polydiff.domains.text3d.diffusers_prior import load_local_stable_diffusion
+    from polydiff.domains.text3d.distill import DistillConfig, distill
+
+    prior = load_local_stable_diffusion("/models/stable-diffusion-v1-5", device="cuda", dtype=torch.float16)
+    result = distill(prior.denoiser, prior.condition("a red mug"), DistillConfig(size=512, guidance_scale=100),
+                     null=prior.null_condition(), schedule=prior.schedule, encode=prior.encode_renders, device="cuda")
+
+(renders of 512 px give SD's 64x64 latents; this needs a GPU.) SDXL (two text encoders, extra conditioning) is not
+covered.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from polydiff.core.denoisers import Denoiser
+from polydiff.core.schedules import LinearBeta
+
+from .prior import view_prompts
+
+Tensor = torch.Tensor
+PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
+
+
+class DiscreteSchedule(LinearBeta):
+    """A discrete DDPM chain given by its ``alphas_cumprod`` (e.g. SD's scaled-linear betas) as a polydiff schedule.
+
+    Step k (1..T) sits at t = k/T with alpha_bar = alphas_cumprod[k-1] exactly, interpolated as ``LinearBeta`` does.
+    """
+
+    name = "discrete"
+
+    def __init__(self, alphas_cumprod: Tensor) -> None:
+        ab = torch.as_tensor(alphas_cumprod).detach().to("cpu", torch.float64)
+        if ab.ndim != 1 or ab.numel() < 2 or not bool(((ab > 0) & (ab < 1)).all()) or not bool((ab[1:] < ab[:-1]).all()):
+            raise ValueError("alphas_cumprod must be a decreasing 1-D tensor with values in (0, 1)")
+        self._alphas_cumprod = ab
+        super().__init__(T=ab.numel())
+
+    @property
+    def betas(self) -> Tensor:
+        ab = self._alphas_cumprod
+        return 1 - ab / torch.cat([ab.new_ones(1), ab[:-1]])
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        return self._alphas_cumprod
+
+
+class SigmaToTimestep(nn.Module):
+    """Frame sigma -> the UNet's (fractional) timestep index: log-sigma interpolation or the nearest discrete step."""
+
+    def __init__(self, alphas_cumprod: Tensor, mode: str = "interpolate") -> None:
+        super().__init__()
+        if mode not in ("interpolate", "nearest"):
+            raise ValueError(f"unknown timestep mode {mode!r}; use interpolate or nearest")
+        ab = torch.as_tensor(alphas_cumprod).detach().to("cpu", torch.float64)
+        self.mode = mode
+        self.register_buffer("log_sigmas", (0.5 * torch.log((1 - ab) / ab)).float())
+
+    def forward(self, sigma: Tensor) -> Tensor:
+        ls = self.log_sigmas
+        log_s = torch.log(sigma.to(ls)).clamp(float(ls[0]), float(ls[-1]))
+        if self.mode == "nearest":
+            return (log_s[:, None] - ls[None]).abs().argmin(dim=1).to(sigma.dtype)
+        hi = torch.searchsorted(ls, log_s.contiguous()).clamp(1, ls.numel() - 1)
+        lo = hi - 1
+        w = (log_s - ls[lo]) / (ls[hi] - ls[lo])
+        return (lo + w.clamp(0, 1)).to(sigma.dtype)
+
+
+class UNetNetwork(nn.Module):
+    """A diffusers ``UNet2DConditionModel`` as a polydiff network ``F(x_in, timestep, cond)``."""
+
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x_in: Tensor, timestep: Tensor, cond: Any = None) -> Tensor:
+        hidden = encoder_hidden_states(cond, x_in.shape[0])
+        dtype = next(self.unet.parameters()).dtype
+        out = self.unet(x_in.to(dtype), timestep.to(x_in.device), encoder_hidden_states=hidden.to(x_in.device, dtype)).sample
+        if out.shape[1] == 2 * x_in.shape[1]:  # learned variance (DeepFloyd IF): the first half is the prediction
+            out = out[:, :x_in.shape[1]]
+        return out.to(x_in.dtype)
+
+
+def encoder_hidden_states(cond: Any, batch: int) -> Tensor:
+    """The UNet's ``encoder_hidden_states`` from ``cond`` (a [B or 1, L, C] tensor or a dict holding one)."""
+    hidden = cond.get("encoder_hidden_states") if isinstance(cond, dict) else cond
+    if not isinstance(hidden, Tensor) or hidden.ndim != 3:
+        raise ValueError("the diffusers prior's cond must be text encoder hidden states [B, L, C] (a tensor or "
+                         "{'encoder_hidden_states': tensor}); use StableDiffusionPrior.encode_prompt")
+    if hidden.shape[0] == batch:
+        return hidden
+    if hidden.shape[0] == 1:
+        return hidden.expand(batch, -1, -1)
+    raise ValueError(f"cond holds {hidden.shape[0]} hidden states for a batch of {batch}")
+
+
+def _scheduler_parts(scheduler: Any) -> tuple[Tensor, str]:
+    """(alphas_cumprod, polydiff parameterization) of a diffusers scheduler, or of a bare alphas_cumprod tensor."""
+    if isinstance(scheduler, Tensor):
+        return scheduler, "eps"
+    kind = getattr(getattr(scheduler, "config", None), "prediction_type", "epsilon")
+    if kind not in PREDICTION_TYPES:
+        raise ValueError(f"unsupported prediction_type {kind!r}; known: {', '.join(PREDICTION_TYPES)}")
+    return torch.as_tensor(scheduler.alphas_cumprod), PREDICTION_TYPES[kind]
+
+
+def diffusers_denoiser(unet: nn.Module, scheduler: Any, *, timesteps: str = "interpolate",
+                       parameterization: str | None = None) -> Denoiser:
+    """Wrap ``unet`` (eps/v/x0-predicting) and its scheduler (or its ``alphas_cumprod``) as ``D(x, sigma, cond)``.
+
+    ``timesteps``: ``interpolate`` (fractional timestep, linear in log-sigma, as k-diffusion) or ``nearest``.
+    """
+    alphas_cumprod, kind = _scheduler_parts(scheduler)
+    return Denoiser(UNetNetwork(unet), parameterization=parameterization or kind, sigma_data=1.0,
+                    c_noise=SigmaToTimestep(alphas_cumprod, timesteps))
+
+
+def vae_encoder(vae: nn.Module) -> Callable[[Tensor], Tensor]:
+    """Renders in [-1, 1] [B, 3, H, W] -> scaled VAE latents (posterior mean times ``scaling_factor``), differentiably."""
+    scale = float(getattr(vae.config, "scaling_factor", 1.0))
+
+    def encode(x: Tensor) -> Tensor:
+        dtype = next(vae.parameters()).dtype
+        return (vae.encode(x.to(dtype)).latent_dist.mean * scale).to(x.dtype)
+
+    return encode
+
+
+@dataclass
+class StableDiffusionPrior:
+    """A loaded diffusers model as an SDS prior: the denoiser, its schedule and how to encode prompts and renders."""
+
+    denoiser: Denoiser
+    schedule: DiscreteSchedule
+    vae: nn.Module | None = None
+    tokenizer: Any = None
+    text_encoder: nn.Module | None = None
+    _cache: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: list[str]) -> Tensor:
+        """Text encoder hidden states [B, L, C] of ``prompts`` (padded to the tokenizer's length; cached per prompt)."""
+        if self.tokenizer is None or self.text_encoder is None:
+            raise ValueError("this prior has no tokenizer/ and text_encoder/: pass encoder hidden states as cond yourself")
+        todo = sorted({p for p in prompts if p not in self._cache})
+        if todo:
+            ids = self.tokenizer(todo, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt").input_ids
+            device = next(self.text_encoder.parameters()).device
+            hidden = self.text_encoder(ids.to(device))[0]
+            self._cache.update(zip(todo, hidden))
+        return torch.stack([self._cache[p] for p in prompts])
+
+    def encode_renders(self, x: Tensor) -> Tensor:
+        """What the UNet denoises for renders ``x`` in [-1, 1]: VAE latents, or ``x`` itself for a pixel-space UNet."""
+        return vae_encoder(self.vae)(x) if self.vae is not None else x
+
+    def condition(self, prompt: str) -> Callable[[Any], dict[str, Tensor]]:
+        """``cams -> cond`` for ``distill``: hidden states of the view-dependent prompts ("<prompt>, front view")."""
+        return lambda cams: {"encoder_hidden_states": self.encode_prompt(view_prompts(prompt, cams))}
+
+    def null_condition(self) -> Callable[[Any], dict[str, Tensor]]:
+        """``cams -> cond`` of the empty prompt: the unconditional branch of classifier-free guidance."""
+        return lambda cams: {"encoder_hidden_states": self.encode_prompt([""] * len(cams))}
+
+
+def _require(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"the diffusers prior needs {module}: pip install diffusers transformers") from None
+
+
+def load_local_stable_diffusion(path: str | Path, device: torch.device | str = "cpu",
+                                dtype: torch.dtype = torch.float32, timesteps: str = "interpolate") -> StableDiffusionPrior:
+    """Load a diffusers model folder (``unet/``, ``scheduler/``; ``vae/``, ``text_encoder/``, ``tokenizer/`` when
+    present) from local files only, frozen, in eval mode, as a ``StableDiffusionPrior``."""
+    diffusers = _require("diffusers")
+    path = Path(path)
+    for sub in ("unet", "scheduler"):
+        if not (path / sub).is_dir():
+            raise FileNotFoundError(f"{path} has no {sub}/ folder: give a local diffusers model folder "
+                                    "(unet/, scheduler/, and vae/, text_encoder/, tokenizer/ for Stable Diffusion)")
+    local = {"local_files_only": True}
+    unet = diffusers.UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, **local)
+    scheduler = diffusers.DDPMScheduler.from_pretrained(path, subfolder="scheduler", **local)
+    vae = None
+    if (path / "vae").is_dir():
+        vae = diffusers.AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, **local)
+        if vae.config.latent_channels != unet.config.in_channels:
+            raise ValueError(f"the VAE has {vae.config.latent_channels} latent channels but the UNet takes "
+                             f"{unet.config.in_channels}")
+    elif unet.config.in_channels != 3:
+        raise FileNotFoundError(f"{path} has no vae/ but its UNet takes {unet.config.in_channels}-channel latents")
+    tokenizer = text_encoder = None
+    if (path / "text_encoder").is_dir() and (path / "tokenizer").is_dir():
+        transformers = _require("transformers")
+        tokenizer = transformers.CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **local)
+        text_encoder = transformers.CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype,
+                                                                  **local)
+    modules = [m for m in (unet, vae, text_encoder) if m is not None]
+    for m in modules:
+        m.to(device).eval().requires_grad_(False)
+    denoiser = diffusers_denoiser(unet, scheduler, timesteps=timesteps).to(device)
+    return StableDiffusionPrior(denoiser, DiscreteSchedule(scheduler.alphas_cumprod), vae, tokenizer, text_encoder)
