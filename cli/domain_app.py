@@ -16,7 +16,7 @@ import typer
 
 from polydiff.plugins.domain import Domain
 from polydiff.plugins.manager import get_manager
-from polydiff.plugins.runs import (export_run, load_run, merge, read_config_file, resolve_config, resolve_device,
+from polydiff.plugins.runs import (Run, export_run, load_run, merge, read_config_file, resolve_config, resolve_device,
                                    train)
 
 from .options import (ConfigOpt, DeviceOpt, NumOpt, OutOpt, PresetOpt, ResumeOpt, RunOpt, SamplerOpt, SeedOpt, StepsOpt,
@@ -26,6 +26,26 @@ from .options import (ConfigOpt, DeviceOpt, NumOpt, OutOpt, PresetOpt, ResumeOpt
 def open_run(domain: Domain, run: Path | None, device: str):
     """Load ``--run`` (or the shipped checkpoint) on ``--device``."""
     return load_run(domain, run, resolve_device(device))
+
+
+def train_run(domain: Domain, out: Path, preset: str = "quick", config: Path | None = None, device: str = "auto",
+              seed: int = 0, resume: bool = False, steps: int | None = None) -> Run:
+    """What ``train`` does: resolve the preset (or the run's own config on ``resume``) with the TOML overrides, record
+    the command line in ``out/command.txt`` and train into ``out``."""
+    override = read_config_file(config) if config else {}
+    saved = out / "config.json"
+    if resume and saved.is_file():  # continue the run as it was configured, with this call's overrides
+        cfg = merge(json.loads(saved.read_text()), override)
+    else:
+        cfg = resolve_config(domain, preset, override)
+        cfg["train"]["seed"] = seed
+    if steps is not None:
+        cfg["train"]["steps"] = steps
+    dev = resolve_device(device)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "command.txt", "a") as f:
+        f.write(shlex.join(["polydiff", *sys.argv[1:]]) + "\n")
+    return train(domain, cfg, out, device=str(dev), resume=resume, hooks=get_manager().hook)
 
 
 def write_samples(domain: Domain, samples: Any, out: Path, info: dict[str, Any]) -> list[Path]:
@@ -56,21 +76,8 @@ def build_domain_app(domain: Domain) -> typer.Typer:
                       device: DeviceOpt = "auto", seed: SeedOpt = 0, resume: ResumeOpt = False,
                       steps: TrainStepsOpt = None) -> None:
             """Train a model into a run folder (checkpoints, metrics.jsonl, loss.png)."""
-            override = read_config_file(config) if config else {}
-            saved = out / "config.json"
-            if resume and saved.is_file():  # continue the run as it was configured, with this call's overrides
-                cfg = merge(json.loads(saved.read_text()), override)
-            else:
-                cfg = resolve_config(domain, preset, override)
-                cfg["train"]["seed"] = seed
-            if steps is not None:
-                cfg["train"]["steps"] = steps
-            dev = resolve_device(device)
-            out.mkdir(parents=True, exist_ok=True)
-            with open(out / "command.txt", "a") as f:
-                f.write(shlex.join(["polydiff", *sys.argv[1:]]) + "\n")
             t0 = time.time()
-            train(domain, cfg, out, device=str(dev), resume=resume, hooks=get_manager().hook)
+            train_run(domain, out, preset, config, device, seed, resume, steps)
             typer.echo(f"trained {domain.name} ({preset}) in {time.time() - t0:.0f} s -> {out} (loss plot: {out / 'loss.png'})")
 
     if "sample" not in own:

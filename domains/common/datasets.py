@@ -23,6 +23,24 @@ class LabelledTensors(torch.utils.data.Dataset):
         return self.x[i], self.labels[i], self.conditional
 
 
+class SubsetRows(LabelledTensors):
+    """Labelled examples [N, R, ...] of which each access returns ``k`` of the R rows, a fresh random subset each time.
+
+    For sets of points (or atoms, frames): every epoch sees new samples of the same shapes, and a training step costs
+    k / R of the full one. Draws use torch's global generator, which training checkpoints, so resumes stay exact.
+    """
+
+    def __init__(self, x: Tensor, labels: Tensor, conditional: bool, k: int) -> None:
+        super().__init__(x, labels, conditional)
+        if not 0 < k <= x.shape[1]:
+            raise ValueError(f"cannot draw {k} of the {x.shape[1]} rows of each example; use 1..{x.shape[1]}")
+        self.k = k
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, bool]:
+        rows = torch.randperm(self.x.shape[1])[:self.k]
+        return self.x[i][rows], self.labels[i], self.conditional
+
+
 def collate_labelled(items: list[tuple[Tensor, Tensor, bool]]) -> Batch:
     """Stack examples into x0 [B, ...]; the condition is ``{"label": [B]}`` for a conditional model, else None."""
     x0 = torch.stack([x for x, _, _ in items])

@@ -134,7 +134,6 @@ class QM9:
 
     def graph(self, m: int) -> MolGraph:
         """The conditioning graph of molecule m (same atom order as ``positions``)."""
-        a = self.arrays
         return MolGraph(self._slice("atoms", m), self._slice("bonds", m).astype(np.int64), self._slice("bond_types", m),
                         self._slice("chiral", m).astype(np.int64), self._slice("chiral_sign", m),
                         self._slice("double", m).astype(np.int64), self._slice("double_sign", m))

@@ -7,9 +7,6 @@ Each behaviour lives in one function that every spelling calls: ``train_prior`` 
 """
 from __future__ import annotations
 
-import json
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -17,10 +14,10 @@ from typing import Annotated, Any, Optional
 import torch
 import typer
 
-from polydiff.cli.domain_app import open_run, write_samples
+from polydiff.cli.domain_app import open_run, train_run, write_samples
 from polydiff.cli.options import (ConfigOpt, DeviceOpt, NumOpt, OutOpt, PresetOpt, ResumeOpt, RunOpt, SamplerOpt,
                                   ScaleOpt, SeedOpt, StepsOpt, TrainStepsOpt)
-from polydiff.plugins.runs import Run, merge, read_config_file, resolve_config, resolve_device, train
+from polydiff.plugins.runs import Run
 
 METHODS = ("sds", "sjc")
 
@@ -56,31 +53,10 @@ def _open_prior(run: Path | None, device: str) -> Run:
                                 "and pass --run RUN") from None
 
 
-def record_command(out: Path) -> None:
-    """Append the command line to ``out/command.txt`` (as the generic ``train`` does), so a run says how it was made."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "command.txt", "a") as f:
-        f.write(shlex.join(["polydiff", *sys.argv[1:]]) + "\n")
-
-
 def train_prior(out: Path, preset: str = "quick", config: Path | None = None, device: str = "auto", seed: int = 0,
                 resume: bool = False, steps: int | None = None) -> Run:
-    """Train the text-conditioned 2D prior into the run folder ``out``, with the generic ``train``'s semantics."""
-    from polydiff.plugins.manager import get_manager
-
-    domain = _domain()
-    override = read_config_file(config) if config else {}
-    saved = out / "config.json"
-    if resume and saved.is_file():  # continue the run as it was configured, with this call's overrides
-        cfg = merge(json.loads(saved.read_text()), override)
-    else:
-        cfg = resolve_config(domain, preset, override)
-        cfg["train"]["seed"] = seed
-    if steps is not None:
-        cfg["train"]["steps"] = steps
-    dev = resolve_device(device)
-    record_command(out)
-    return train(domain, cfg, out, device=str(dev), resume=resume, hooks=get_manager().hook)
+    """Train the text-conditioned 2D prior into the run folder ``out``: the generic ``train`` of this domain."""
+    return train_run(_domain(), out, preset, config, device, seed, resume, steps)
 
 
 def sample_prior_images(prompt: str | None, out: Path, run: Path | None = None, n: int = 4, seed: int = 0,
