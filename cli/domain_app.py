@@ -29,10 +29,11 @@ def open_run(domain: Domain, run: Path | None, device: str):
 
 
 def train_run(domain: Domain, out: Path, preset: str = "quick", config: Path | None = None, device: str = "auto",
-              seed: int = 0, resume: bool = False, steps: int | None = None) -> Run:
-    """What ``train`` does: resolve the preset (or the run's own config on ``resume``) with the TOML overrides, record
-    the command line in ``out/command.txt`` and train into ``out``."""
-    override = read_config_file(config) if config else {}
+              seed: int = 0, resume: bool = False, steps: int | None = None,
+              override: dict[str, Any] | None = None) -> Run:
+    """What ``train`` does: resolve the preset (or the run's own config on ``resume``) with the TOML file's and
+    ``override``'s settings, record the command line in ``out/command.txt`` and train into ``out``."""
+    override = merge(read_config_file(config) if config else {}, override or {})
     saved = out / "config.json"
     if resume and saved.is_file():  # continue the run as it was configured, with this call's overrides
         cfg = merge(json.loads(saved.read_text()), override)

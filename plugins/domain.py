@@ -86,6 +86,9 @@ class Domain:
     """The null (unconditional) version of a condition, for classifier-free guidance at sampling time."""
     loss: Callable[[nn.Module, Batch, torch.Generator, dict[str, Any]], Tensor] | None = None
     """Override of the default denoising / flow-matching loss built from the ``diffusion`` config."""
+    fit_data: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    """``(data_config) -> facts``: what is fitted on the training data and needed to sample (a normalisation, class
+    names), stored as the run config's ``fitted`` section before training so a shipped run samples without its data."""
     cli: Callable[[Any], None] | None = None
     """``(typer_app) -> None``: add domain-specific commands; a command it defines replaces the generic one."""
     shipped_run: Path | None = None

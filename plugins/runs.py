@@ -101,6 +101,8 @@ def train(domain: Domain, cfg: dict[str, Any], out: Path, *, device: str = "cpu"
           hooks: Any = None, stop_after: int | None = None) -> "Run":
     """Train ``domain`` with the resolved config ``cfg`` into the run folder ``out``; returns the trained Run."""
     out = Path(out)
+    if domain.fit_data is not None and "fitted" not in cfg:
+        cfg = {**cfg, "fitted": domain.fit_data(cfg["data"])}
     torch.manual_seed(cfg["train"].get("seed", 0))
     denoiser = build_denoiser(domain, cfg)
     dataset = domain.build_dataset(cfg["data"], "train")

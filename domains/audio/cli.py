@@ -10,11 +10,11 @@ from typing import Annotated, Optional
 import torch
 import typer
 
-from polydiff.cli.domain_app import open_run, write_samples
+from polydiff.cli.domain_app import open_run, train_run, write_samples
 from polydiff.cli.options import (ConfigOpt, DeviceOpt, OutOpt, PresetOpt, ResumeOpt, RunOpt, SamplerOpt, ScaleOpt,
                                   SeedOpt, StepsOpt)
 
-ClassOpt = Annotated[Optional[str], typer.Option("--class", help="Digit/class name or index, or 'all' (default: unconditional).")]
+ClassOpt = Annotated[Optional[str], typer.Option("--digit", "--class", help="Digit/class name or index, or 'all' (default: unconditional).")]
 GlOpt = Annotated[Optional[int], typer.Option("--gl-iters", help="Griffin-Lim iterations (default from the run).")]
 
 
@@ -32,28 +32,10 @@ def add_commands(app: typer.Typer) -> None:
               device: DeviceOpt = "auto", seed: SeedOpt = 0, resume: ResumeOpt = False, steps: StepsOpt = None,
               folder: Annotated[Optional[Path], typer.Option(
                   "--folder", help="Train on this folder of .wav/.flac/.ogg (sub-folders name classes).")] = None) -> None:
-        """Train on spoken digits (or --folder); the log-mel normalisation is stored in the run (config + JSON)."""
-        from polydiff.plugins.runs import read_config_file, resolve_config, resolve_device, train as run_train
-
-        from .plugin import prepare
-
-        domain = _domain()
-        cfg = resolve_config(domain, preset, read_config_file(config) if config else {})
-        cfg["train"]["seed"] = seed
-        if steps is not None:
-            cfg["train"]["steps"] = steps
-        if folder is not None:
-            cfg["data"].update({"source": "folder", "folder": str(folder)})
-        cfg["data"]["normalizer"] = None
-        norm = prepare(cfg["data"]).normalizer.to_dict()
-        cfg["data"]["normalizer"] = norm
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "normalizer.json").write_text(json.dumps(norm, indent=2))
-        dev = resolve_device(device)
+        """Train on spoken digits (or --folder); the log-mel normalisation is stored in the run's config."""
         t0 = time.time()
-        from polydiff.plugins.manager import get_manager
-
-        run_train(domain, cfg, out, device=str(dev), resume=resume, hooks=get_manager().hook)
+        override = {"data": {"source": "folder", "folder": str(folder)}} if folder is not None else None
+        train_run(_domain(), out, preset, config, device, seed, resume, steps, override)
         typer.echo(f"trained audio ({preset}) in {time.time() - t0:.0f} s -> {out} (loss plot: {out / 'loss.png'})")
 
     @app.command("sample")

@@ -12,7 +12,7 @@ import torch
 from polydiff.domains.common.datasets import LabelledTensors
 
 from .clipset import ClipSet
-from .digits import DigitSetConfig, load_digits
+from .digits import DIGITS, DigitSetConfig, load_digits
 from .features import MelConfig, MelNormalizer, fit_normalizer, mels_of
 from .folder import load_folder
 
@@ -97,6 +97,33 @@ def _prepare(key: str) -> Prepared:
 def prepare(cfg: dict[str, Any]) -> Prepared:
     """Load (cached) and split the configured clips and normalise their log-mels."""
     return _prepare(json.dumps(data_config(cfg), sort_keys=True))
+
+
+@dataclass
+class Spec:
+    """What sampling needs to know of the training data: the normaliser, class names, whether labels condition."""
+
+    normalizer: MelNormalizer
+    class_names: list[str]
+    conditional: bool
+
+
+def fit_data(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The facts a run stores in its config's ``fitted`` section before training (JSON-ready)."""
+    p = prepare(cfg)
+    return {"normalizer": p.normalizer.to_dict(), "class_names": list(p.class_names), "conditional": p.conditional}
+
+
+def sampling_spec(run_config: dict[str, Any]) -> Spec:
+    """The run's ``Spec``, from its ``fitted`` section without touching the clips (older runs: from the data)."""
+    f = run_config.get("fitted")
+    if f is None:
+        d = data_config(run_config["data"])
+        if d["source"] == "digits" and d["normalizer"] is not None:
+            f = {"normalizer": d["normalizer"], "class_names": list(DIGITS), "conditional": bool(d["conditional"])}
+        else:
+            f = fit_data(run_config["data"])
+    return Spec(MelNormalizer.from_dict(f["normalizer"]), list(f["class_names"]), bool(f["conditional"]))
 
 
 def build_dataset(cfg: dict[str, Any], split: str) -> LabelledTensors:

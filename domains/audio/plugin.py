@@ -16,13 +16,15 @@ from polydiff.plugins import hookimpl
 from polydiff.plugins.domain import Domain
 
 from .clips import fit_length, load_audio, resample
-from .data import build_dataset, data_config, prepare
+from .data import build_dataset, data_config, fit_data, prepare, sampling_spec
 from .evaluation import get_judge, real_and_floor, reanalyse, score
 from .features import LogMel
 from .inpainting import inpaint_mask, parse_span
 from .network import MelUNet, NetConfig
 from .previews import save_clips
 
+
+SHIPPED = Path(__file__).parent / "checkpoints" / "digits"
 
 def presets() -> dict[str, dict[str, Any]]:
     """``quick``: 10 voices x 10 digits, a small 1D U-Net (minutes on a CPU); ``cpu``: the whole digit set (416 voices x
@@ -57,11 +59,8 @@ def presets() -> dict[str, dict[str, Any]]:
 
 def build_network(cfg: dict[str, Any]) -> MelUNet:
     """The mel U-Net of the ``network`` config, class-conditional when the data are labelled and conditional."""
-    d = data_config(cfg["data"])
-    if d["source"] == "digits":
-        classes = 10 if d["conditional"] else 0
-    else:
-        classes = prepare(d).num_classes
+    d, spec = data_config(cfg["data"]), sampling_spec(cfg)
+    classes = len(spec.class_names) if spec.conditional else 0
     net = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["network"].items()}
     return MelUNet(NetConfig(num_classes=classes, sigma_data=float(cfg["diffusion"].get("sigma_data", 1.0)),
                              n_mels=int(d["n_mels"]), **net))
@@ -110,7 +109,7 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
 
     ``inpaint`` (an audio file) with ``mask`` (``START:END`` s) regenerates that span of the clip and keeps the rest.
     """
-    p = prepare(run.config["data"])
+    p = sampling_spec(run.config)
     labels = class_labels(p, label, n) if labels is None else labels.long()
     if (inpaint is None) != (mask is None):
         raise ValueError("inpainting needs both --inpaint FILE and --mask START:END")
@@ -176,8 +175,10 @@ def make_domain() -> Domain:
         name="audio",
         summary="spoken digits (espeak-ng, SC09-like) or your clips as log-mels; Griffin-Lim to WAV; SC09 metrics",
         presets=presets(),
+        shipped_run=SHIPPED,
         build_dataset=build_dataset,
         build_network=build_network,
+        fit_data=fit_data,
         generate=generate,
         save_samples=save_samples,
         evaluate=evaluate,

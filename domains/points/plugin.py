@@ -23,7 +23,7 @@ from polydiff.plugins import hookimpl
 from polydiff.plugins.domain import Domain
 
 from .completion import complete
-from .data import Normalization, PointSet, load_set, write_json
+from .data import MeshLoad, Normalization, PointSet, load_folder, load_set, sample_clouds, write_json
 from .files import preview_grid, write_clouds
 from .metrics import evaluate_sets
 from .network import PointSetTransformer
@@ -34,9 +34,11 @@ DEFAULT_DATA = {"source": "shapes", "n_points": 2048, "n_per_class": 100, "norma
                 "held_out": 0.2, "conditional": True, "seed": 0, "limit": None, "train_points": None}
 
 
+SHIPPED = Path(__file__).parent / "checkpoints" / "shapes"
+
 def presets() -> dict[str, dict[str, Any]]:
     """``quick``: a few CPU minutes on 512-point clouds of the procedural set; ``cpu``: the shipped checkpoint's recipe
-    (2048-point clouds, trained on fresh 512-point subsets, about an hour on 2 CPU cores); ``full``: GPU-sized."""
+    (2048-point clouds, trained on fresh 256-point subsets, about an hour on one CPU core); ``full``: GPU-sized."""
     quick = {
         "data": {**DEFAULT_DATA, "n_points": 512, "n_per_class": 40},
         "network": {"dim": 64, "depth": 3, "latents": 32, "heads": 4, "mlp_ratio": 2, "fourier": 16,
@@ -50,10 +52,10 @@ def presets() -> dict[str, dict[str, Any]]:
     }
     cpu = {
         **quick,
-        "data": {**DEFAULT_DATA, "n_points": 2048, "n_per_class": 100, "train_points": 512},
+        "data": {**DEFAULT_DATA, "n_points": 2048, "n_per_class": 100, "train_points": 256},
         "network": {"dim": 128, "depth": 4, "latents": 64, "heads": 4, "mlp_ratio": 2, "fourier": 32,
                     "fourier_scale": 1.0},
-        "train": {"steps": 6000, "batch_size": 32, "lr": 5e-4, "ema_decay": 0.999, "warmup": 200, "log_every": 50,
+        "train": {"steps": 4000, "batch_size": 32, "lr": 5e-4, "ema_decay": 0.999, "warmup": 200, "log_every": 50,
                   "ckpt_every": 500, "weight_decay": 0.0},
         "sample": {**quick["sample"], "steps": 25},
     }
@@ -113,6 +115,27 @@ def prepare(data_cfg: dict[str, Any]) -> Prepared:
     return _prepare(json.dumps(_data_cfg(data_cfg), sort_keys=True))
 
 
+@dataclass
+class Spec:
+    """What sampling needs to know of the training set: its normalisation, class names and whether labels condition."""
+
+    normalization: Normalization
+    classes: list[str]
+    conditional: bool
+
+
+def fit_data(data_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The facts a run stores in its config's ``fitted`` section before training (JSON-ready)."""
+    p = prepare(data_cfg)
+    return {"normalization": p.normalization.to_dict(), "classes": list(p.train.classes), "conditional": p.conditional}
+
+
+def sampling_spec(run_config: dict[str, Any]) -> Spec:
+    """The run's ``Spec`` from its ``fitted`` section, without building the set (older runs: from the set)."""
+    f = run_config.get("fitted") or fit_data(run_config["data"])
+    return Spec(Normalization.from_dict(f["normalization"]), list(f["classes"]), bool(f["conditional"]))
+
+
 def _clouds(points: np.ndarray, labels: np.ndarray, conditional: bool, k: int | None = None) -> LabelledTensors:
     x, y = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)), torch.from_numpy(labels.astype(np.int64))
     return LabelledTensors(x, y, conditional) if k is None else SubsetRows(x, y, conditional, int(k))
@@ -132,8 +155,8 @@ def build_dataset(cfg: dict[str, Any], split: str) -> LabelledTensors:
 
 def build_network(cfg: dict[str, Any]) -> PointSetTransformer:
     """The set transformer of the ``network`` config, class-conditional when the set has labels."""
-    p = prepare(cfg["data"])
-    return PointSetTransformer(num_classes=len(p.train.classes) if p.conditional else 0, **cfg["network"])
+    spec = sampling_spec(cfg)
+    return PointSetTransformer(num_classes=len(spec.classes) if spec.conditional else 0, **cfg["network"])
 
 
 # ---- sampling -------------------------------------------------------------------------------------------------
@@ -142,7 +165,7 @@ def class_index(run, label: int | str | None) -> int | None:
     """A class given by index or name -> index (None stays None), with a clear error for the run's set."""
     if label is None:
         return None
-    classes = prepare(run.config["data"]).train.classes
+    classes = sampling_spec(run.config).classes
     if not classes:
         raise ValueError("this run was trained on an unlabelled set: it cannot sample a given class")
     if isinstance(label, str) and not label.lstrip("-").isdigit():
@@ -163,7 +186,7 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
     [K, 3] is completed (known points fixed, the rest generated: completion or upsampling). ``partial`` is in the data
     frame under ``global`` normalisation and must already be normalised under ``shape`` (its own bounding sphere is
     not the full shape's)."""
-    p = prepare(run.config["data"])
+    p = sampling_spec(run.config)
     n_points = int(run.config["data"]["n_points"])
     idx = class_index(run, label)
     if labels is None:
@@ -187,7 +210,7 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
                              generator=generator, denoiser=den, progress=progress)
         out.append(pts.float().cpu())
     points = torch.cat(out).numpy()
-    classes = list(p.train.classes)
+    classes = list(p.classes)
     return {"points": points, "labels": labels.cpu().numpy(), "classes": classes,
             "normalization": p.normalization.to_dict()}
 
@@ -214,16 +237,27 @@ def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> li
 
 # ---- evaluation -----------------------------------------------------------------------------------------------
 
+def reference_clouds(run, folder: str | Path, seed: int = 0) -> tuple[np.ndarray, MeshLoad]:
+    """Surface samples of every mesh under ``folder`` ([M, n_points, 3], in the run's normalised frame) and the load
+    report (broken or faceless files are skipped, with the reason)."""
+    loaded = load_folder(folder)
+    clouds = sample_clouds(loaded.meshes, int(run.config["data"]["n_points"]), seed)
+    return sampling_spec(run.config).normalization.apply(clouds), loaded
+
+
 def evaluate(run, *, sampler: str | None = None, steps: int | None = None, n: int | None = None,
              generator: torch.Generator | None = None, metrics: tuple[str, ...] = ("cd", "emd"),
-             emd_points: int = 256, guidance_scale: float | None = None, oracle: bool = True) -> dict[str, float]:
-    """MMD, COV and 1-NNA (CD and EMD) of generated clouds against the held-out set, next to the train-vs-held-out
-    oracle. Generated clouds copy the held-out labels when the model is conditional. At most ``n`` references."""
+             emd_points: int = 256, guidance_scale: float | None = None, oracle: bool = True,
+             reference: np.ndarray | None = None) -> dict[str, float]:
+    """MMD, COV and 1-NNA (CD and EMD) of generated clouds against at most ``n`` references: the held-out set (the
+    generated clouds copy its labels when the model is conditional) or ``reference`` clouds [M, N, 3] in the run's
+    normalised frame (unconditional samples). ``oracle`` adds the same metrics for training clouds in their place."""
     p = prepare(run.config["data"])
-    m = len(p.test) if n is None else min(n, len(p.test))
-    pick = np.random.default_rng(0).permutation(len(p.test))[:m]
-    ref = torch.from_numpy(p.test_points[pick])
-    labels = torch.from_numpy(p.test.labels[pick]) if p.conditional else None
+    pool, pool_labels = (p.test_points, p.test.labels) if reference is None else (reference, None)
+    m = len(pool) if n is None else min(n, len(pool))
+    pick = np.random.default_rng(0).permutation(len(pool))[:m]
+    ref = torch.from_numpy(np.ascontiguousarray(pool[pick], dtype=np.float32))
+    labels = torch.from_numpy(pool_labels[pick]) if p.conditional and pool_labels is not None else None
     t0 = time.perf_counter()
     gen = generate(run, m, sampler=sampler, steps=steps, generator=generator, labels=labels,
                    guidance_scale=guidance_scale)["points"]
@@ -246,8 +280,10 @@ def make_domain() -> Domain:
         name="points",
         summary="point clouds from meshes (procedural shapes, pybullet random_urdfs, your folder): PLY out",
         presets=presets(),
+        shipped_run=SHIPPED,
         build_dataset=build_dataset,
         build_network=build_network,
+        fit_data=fit_data,
         generate=generate,
         save_samples=save_samples,
         evaluate=evaluate,

@@ -56,6 +56,24 @@ def test_class_labels(run):
         class_labels(p, "eleven", 1)
 
 
+def test_a_fitted_run_samples_without_its_clips(run, monkeypatch):
+    from polydiff.domains.audio import data
+
+    fitted = data.fit_data(run.config["data"])
+    assert fitted["normalizer"] == prepare(run.config["data"]).normalizer.to_dict()
+
+    def no_clips(*args, **kwargs):
+        raise AssertionError("sampling a fitted run must not load its training clips")
+
+    monkeypatch.setattr(data, "load_clips", no_clips)
+    data._prepare.cache_clear()
+    shipped = Run(run.domain, {**run.config, "data": {**run.config["data"], "n_voices": 6}, "fitted": fitted},
+                  run.denoiser, run.path, run.device)
+    out = run.domain.generate(shipped, 2, label="seven", generator=torch.Generator().manual_seed(0))
+    assert out["labels"] == [7, 7] and out["normalizer"] == fitted["normalizer"]
+    data._prepare.cache_clear()
+
+
 def test_generate_and_save(run, tmp_path):
     g = torch.Generator().manual_seed(0)
     out = run.domain.generate(run, 2, generator=g, label="all")
@@ -93,8 +111,8 @@ def test_cli_train_sample_evaluate_end_to_end(tmp_path, tiny_train):
         return res.stdout
 
     call("train", "--out", "run", "--config", str(cfg), "--device", "cpu")
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["normalizer"]["std"] > 0
-    assert (tmp_path / "run" / "normalizer.json").is_file()
+    fitted = json.loads((tmp_path / "run" / "config.json").read_text())["fitted"]
+    assert fitted["normalizer"]["std"] > 0 and fitted["class_names"][7] == "seven" and fitted["conditional"]
     call("sample", "--run", "run", "--out", "s", "-n", "2", "--class", "seven", "--device", "cpu")
     assert (tmp_path / "s" / "sample_000_seven.wav").is_file() and (tmp_path / "s" / "spectrograms.png").is_file()
     text = call("evaluate", "--run", "run", "-n", "4", "--classifier-epochs", "1", "--gl-iters", "2", "--device", "cpu")

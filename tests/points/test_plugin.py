@@ -61,7 +61,7 @@ def test_cli_sample_evaluate_and_complete(run_dir: Path, tmp_path: Path) -> None
     assert (tmp_path / "s" / "preview.png").stat().st_size > 1000
 
     res = runner.invoke(app, ["points", "evaluate", "--run", str(run_dir), "-n", "4", "--emd-points", "16",
-                              "--out", str(tmp_path / "m.json"), "--device", "cpu"])
+                              "--oracle", "--out", str(tmp_path / "m.json"), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "m.json").read_text())["metrics"]
     assert 0 <= metrics["1nna_cd"] <= 1 and 0 <= metrics["oracle_cov_emd"] <= 1 and metrics["n_reference"] == 4
@@ -76,3 +76,34 @@ def test_cli_sample_evaluate_and_complete(run_dir: Path, tmp_path: Path) -> None
 
     res = runner.invoke(app, ["points", "sample", "--run", str(run_dir), "--class", "sofa", "--device", "cpu"])
     assert res.exit_code != 0 and "unknown class 'sofa'" in str(res.exception)  # `main` prints it as one line
+
+
+def test_evaluate_against_a_reference_folder_skips_broken_files(run_dir: Path, tmp_path: Path) -> None:
+    import trimesh
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for i, size in enumerate((0.5, 1.0, 1.5)):
+        trimesh.creation.box(extents=(size, 1.0, 0.5)).export(ref / f"box{i}.obj")
+    (ref / "broken.ply").write_bytes(b"ply\nformat nonsense\n")
+    res = CliRunner().invoke(build_app(), ["points", "evaluate", "--run", str(run_dir), "--reference",
+                                                           str(ref), "--emd-points", "16", "--out", str(tmp_path / "m.json"),
+                                                           "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "loaded 3 meshes, skipped 1: broken.ply" in res.output
+    metrics = json.loads((tmp_path / "m.json").read_text())["metrics"]
+    assert metrics["n_reference"] == 3 and not any(k.startswith("oracle_") for k in metrics)
+
+
+def test_train_points_draws_fresh_subsets_and_the_run_stores_what_sampling_needs(run_dir: Path) -> None:
+    import torch
+
+    cfg = resolve_config(make_domain(), "quick", {**TINY, "data": {**TINY["data"], "train_points": 16}})
+    ds = make_domain().build_dataset(cfg["data"], "train")
+    torch.manual_seed(0)
+    a, b = ds[0][0], ds[0][0]
+    full = {tuple(row) for row in prepare(cfg["data"]).train_points[0].tolist()}
+    assert a.shape == (16, 3) and not torch.equal(a, b)
+    assert {tuple(row) for row in a.tolist()} <= full
+    fitted = json.loads((run_dir / "config.json").read_text())["fitted"]
+    assert fitted["classes"] == list(prepare(cfg["data"]).train.classes) and fitted["normalization"]["mode"] == "global"
