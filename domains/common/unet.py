@@ -5,9 +5,8 @@ conditioning on a class label and/or a vector embedding (e.g. a sentence embeddi
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -151,4 +150,3 @@ class UNet(nn.Module):
             for layer in block:
                 h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         return self.head(h)
-

@@ -55,7 +55,7 @@ def presets() -> dict[str, dict[str, Any]]:
         "data": {**DEFAULT_DATA, "n_points": 2048, "n_per_class": 100, "train_points": 256},
         "network": {"dim": 128, "depth": 4, "latents": 64, "heads": 4, "mlp_ratio": 2, "fourier": 32,
                     "fourier_scale": 1.0},
-        "train": {"steps": 4000, "batch_size": 32, "lr": 5e-4, "ema_decay": 0.999, "warmup": 200, "log_every": 50,
+        "train": {"steps": 2500, "batch_size": 32, "lr": 5e-4, "ema_decay": 0.999, "warmup": 200, "log_every": 50,
                   "ckpt_every": 500, "weight_decay": 0.0},
         "sample": {**quick["sample"], "steps": 25},
     }

@@ -26,9 +26,10 @@ def test_network_contract_shapes_and_label_effect():
     assert not torch.allclose(out_a, out_b) and not torch.allclose(out_a, out_null)
 
 
-def test_rows_are_independent():
+@pytest.mark.parametrize("layout", ["2d", "1d"])
+def test_rows_are_independent(layout):
     torch.manual_seed(0)
-    den = build_denoiser(SMALL).eval()
+    den = build_denoiser(NetConfig(**{**SMALL.to_dict(), "layout": layout})).eval()
     for p in den.parameters():
         torch.nn.init.normal_(p, std=0.05)
     x = torch.randn(2, 1, 64, 64)
@@ -37,6 +38,20 @@ def test_rows_are_independent():
     both = den(x, sigma, cond)
     first = den(x[:1], sigma[:1], {"label": cond["label"][:1]})
     assert torch.allclose(both[:1], first, atol=1e-5)
+
+
+def test_1d_layout_reads_mel_bins_as_channels():
+    torch.manual_seed(0)
+    net = MelUNet(NetConfig(base=16, mults=(1, 2), num_res=1, attn_levels=(1,), num_classes=10, layout="1d", n_mels=32))
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x, c = torch.randn(2, 1, 32, 16), torch.full((2,), 0.1)
+    out = net(x, c, label_cond([1, 2], 2, 10))
+    assert out.shape == x.shape and not torch.allclose(out, net(x, c, label_cond([3, 4], 2, 10)))
+    with pytest.raises(ValueError, match=r"\[B, 1, 32, frames\]"):
+        net(torch.randn(2, 1, 64, 16), c)
+    with pytest.raises(ValueError, match="layout"):
+        MelUNet(NetConfig(layout="3d"))
 
 
 def test_label_cond_validation():
