@@ -37,7 +37,7 @@ def presets() -> dict[str, dict[str, Any]]:
         "train": {"steps": 400, "batch_size": 16, "lr": 1e-3, "warmup": 50, "ema_decay": 0.99, "log_every": 20,
                   "ckpt_every": 200},
         "sample": {"sampler": "dpmpp_2m", "steps": 25, "grid": "karras", "sigma_min": 0.002, "sigma_max": 80.0,
-                   "guidance_scale": 2.0, "gl_iters": 32},
+                   "guidance_scale": 3.0, "gl_iters": 32},
     }
     cpu = {
         **quick,
