@@ -26,6 +26,7 @@ from .previews import save_clips
 
 SHIPPED = Path(__file__).parent / "checkpoints" / "digits"
 
+
 def presets() -> dict[str, dict[str, Any]]:
     """``quick``: 10 voices x 10 digits, a small 1D U-Net (minutes on a CPU); ``cpu``: the whole digit set (416 voices x
     2 takes), the shipped checkpoint's recipe (about 45 min on 2 CPU cores); ``full``: a larger 1D U-Net for a GPU."""

@@ -36,6 +36,7 @@ DEFAULT_DATA = {"source": "shapes", "n_points": 2048, "n_per_class": 100, "norma
 
 SHIPPED = Path(__file__).parent / "checkpoints" / "shapes"
 
+
 def presets() -> dict[str, dict[str, Any]]:
     """``quick``: a few CPU minutes on 512-point clouds of the procedural set; ``cpu``: the shipped checkpoint's recipe
     (2048-point clouds, trained on fresh 256-point subsets, about an hour on one CPU core); ``full``: GPU-sized."""
