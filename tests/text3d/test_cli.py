@@ -19,13 +19,6 @@ from polydiff.domains.text3d.plugin import distill_config
 from polydiff.plugins.manager import get_manager
 from polydiff.plugins.runs import load_run
 
-TINY = {"data": {"n_per_class": 1, "views_per_shape": 2, "size": 16, "voxel_resolution": 24, "n_samples": 24},
-        "network": {"base": 8, "mults": [1, 2], "num_res": 1, "attn_levels": [1]},
-        "train": {"steps": 2, "batch_size": 4, "log_every": 1, "ckpt_every": 2, "progress": False},
-        "sample": {"steps": 2},
-        "distill": {"steps": 2, "batch": 1, "size": 16, "n_samples": 16, "resolution": 16},
-        "evaluate": {"n_views": 2, "classifier_steps": 3, "mesh_resolution": 24}}
-
 
 def _invoke(*args: str) -> str:
     res = CliRunner().invoke(build_app(), ["text3d", *map(str, args)])
@@ -34,9 +27,9 @@ def _invoke(*args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_config(tmp_path_factory: pytest.TempPathFactory, tiny: dict) -> Path:
     path = tmp_path_factory.mktemp("text3d_cfg") / "tiny.json"
-    path.write_text(json.dumps(TINY))
+    path.write_text(json.dumps(tiny))
     return path
 
 
@@ -80,7 +73,7 @@ def test_generate_writes_mesh_gif_and_loss_and_takes_a_distillation_preset(run_d
     assert (out / "object_00.obj").is_file() and (out / "object_00_loss.png").is_file()
     with Image.open(out / "object_00_turntable.gif") as gif:
         assert gif.n_frames == 24
-    assert _field_config(out / "object_00_field.safetensors")["n_samples"] == TINY["distill"]["n_samples"]
+    assert _field_config(out / "object_00_field.safetensors")["n_samples"] == 16  # the tiny settings' distill.n_samples
 
     _invoke("generate", "a red mug", "--run", run_dir, "--out", tmp_path / "quick", "--preset", "quick", "--iters", "2",
             "--method", "sjc", "--guidance-scale", "5", "--device", "cpu")

@@ -6,7 +6,7 @@ the target object; SJC likewise. The prior network and its conditioning helpers 
 import pytest
 import torch
 
-from polydiff.domains.text3d.cameras import orbit_cameras, random_cameras
+from polydiff.domains.text3d.cameras import orbit_cameras
 from polydiff.domains.text3d.distill import DistillConfig, distill, t_max_at
 from polydiff.domains.text3d.fields import SphereField
 from polydiff.domains.text3d.prior import build_prior_network, drop_embeddings, null_condition, view_prompts

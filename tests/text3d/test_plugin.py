@@ -16,20 +16,13 @@ from polydiff.domains.text3d.plugin import make_domain
 from polydiff.plugins.manager import get_manager
 from polydiff.plugins.runs import resolve_config, train
 
-TINY = {"data": {"n_per_class": 1, "views_per_shape": 2, "size": 16, "voxel_resolution": 24, "n_samples": 24},
-        "network": {"base": 8, "mults": [1, 2], "num_res": 1, "attn_levels": [1]},
-        "train": {"steps": 2, "batch_size": 4, "log_every": 1, "ckpt_every": 2, "progress": False},
-        "sample": {"steps": 2},
-        "distill": {"steps": 2, "batch": 1, "size": 16, "n_samples": 16, "resolution": 16},
-        "evaluate": {"n_views": 2, "classifier_steps": 3, "mesh_resolution": 24}}
-
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny: dict) -> Path:
     out = tmp_path_factory.mktemp("text3d_run")
     old = os.environ.get("POLYDIFF_CACHE")
     os.environ["POLYDIFF_CACHE"] = str(out / "cache")
-    cfg = resolve_config(make_domain(), "quick", TINY)
+    cfg = resolve_config(make_domain(), "quick", tiny)
     train(make_domain(), cfg, out / "run", device="cpu")
     yield out / "run"
     if old is None:
