@@ -43,13 +43,13 @@ def _check_prompt(prompt: str | None) -> str:
 
 
 def _open_prior(run: Path | None, device: str) -> Run:
-    """The prior of ``--run``, or the shipped one; without either, say how to train one."""
+    """The prior of ``--run``, or the shipped one; without either (a trimmed install), say how to train one."""
     try:
         return open_run(_domain(), run, device)
     except FileNotFoundError:
         if run is not None:
             raise
-        raise FileNotFoundError("text3d ships no trained prior: train one with `polydiff text3d train-prior --out RUN` "
+        raise FileNotFoundError("no trained prior (the shipped one is missing): train one with `polydiff text3d train-prior --out RUN` "
                                 "and pass --run RUN") from None
 
 

@@ -25,6 +25,7 @@ from .prior import RenderDataset, build_prior_network, collate_renders, drop_emb
 from .turntable import save_gif, save_strip, to_uint8, turntable_frames
 
 DATA_KEYS = {f.name for f in dataclasses.fields(RenderSetConfig)}
+SHIPPED = Path(__file__).parent / "checkpoints" / "prior"
 
 
 def _presets() -> dict[str, dict[str, Any]]:
@@ -164,7 +165,8 @@ def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> li
 def evaluate(run, *, sampler: str | None = None, steps: int | None = None, n: int = 1000,
              generator: torch.Generator | None = None, prompts: list[str] | None = None, progress: bool = False,
              method: str | None = None, iters: int | None = None, seed: int = 0) -> dict[str, float]:
-    """R-precision (colour, shape, both) of objects generated for the first ``n`` prompts, with ceiling and floor."""
+    """R-precision (colour, shape, both) of objects generated for the first ``n`` prompts, with ceiling and floor, and
+    the mean distillation time per object."""
     from .data import caption
     from .metric import DEFAULT_PROMPTS, ground_truth_field, load_or_train_classifier, parse_prompt, r_precision, render_views
 
@@ -174,9 +176,10 @@ def evaluate(run, *, sampler: str | None = None, steps: int | None = None, n: in
     size, views = run.config["data"]["size"], ev.get("n_views", 8)
     clf = load_or_train_classifier(data_config(run.config["data"]), ev.get("classifier_steps", 600), progress=progress)
     cfg = distill_config(run, {"method": method, "steps": iters, "seed": seed})
-    gen_r, gt_r, floor_r = [], [], []
+    gen_r, gt_r, floor_r, seconds = [], [], [], []
     for color, shape in pairs:
         obj = generate_object(run, caption(color, shape), cfg, progress)
+        seconds.append(obj.seconds)
         gen_r.append(render_views(obj.field, size, views))
         gt_r.append(render_views(ground_truth_field(color, shape, resolution=run.config["data"]["voxel_resolution"]), size, views))
         floor_r.append(render_views(make_field(cfg), size, views))
@@ -185,6 +188,7 @@ def evaluate(run, *, sampler: str | None = None, steps: int | None = None, n: in
         for k, v in r_precision(clf, renders, pairs).items():
             metrics[f"{name}rprecision_{k}"] = v
     metrics["prompts"] = float(len(pairs))
+    metrics["seconds_per_object"] = float(np.mean(seconds))
     return metrics
 
 
@@ -196,6 +200,7 @@ def make_domain() -> Domain:
         name="text3d",
         summary="text-to-3D: a text-conditioned render prior, score distillation into a radiance field, GLB/GIF export",
         presets=_presets(),
+        shipped_run=SHIPPED,
         build_dataset=build_dataset,
         build_network=build_network,
         generate=generate,

@@ -96,7 +96,7 @@ def test_distill_config_takes_a_preset_but_keeps_the_priors_size(run_dir: Path) 
     (["sample-prior", " "], "no prompt"),
     (["generate", "a red mug", "--method", "dreamfusion"], "unknown distillation method 'dreamfusion'"),
     (["generate", "a red mug", "--preset", "huge"], "no preset 'huge'"),
-    (["generate", "a red mug"], "ships no trained prior: train one with `polydiff text3d train-prior"),
+    (["generate", "a red mug"], "no trained prior (the shipped one is missing): train one with `polydiff text3d train-prior"),
     (["sample-prior", "a red mug", "--run", "no/such/run"], "is not a run folder"),
 ])
 def test_bad_input_is_one_line_and_exit_1(args: list[str], message: str, monkeypatch, capsys) -> None:

@@ -61,6 +61,7 @@ def test_cli_sample_object_images_and_evaluate(run_dir: Path, tmp_path: Path) ->
     values = dict(m.groups() for m in re.finditer(r"((?:ceiling_|floor_)?rprecision_[a-z]+): ([-+.0-9eE]+)", res.output))
     for key in ("rprecision_color", "rprecision_shape", "ceiling_rprecision_shape", "floor_rprecision_color"):
         assert 0.0 <= float(values[key]) <= 1.0
+    assert float(re.search(r"seconds_per_object: ([-+.0-9eE]+)", res.output).group(1)) > 0
 
     res = runner.invoke(app, ["text3d", "evaluate", "--run", str(run_dir), "--prompts", "a teal mug", "--device", "cpu"])
     assert res.exit_code != 0 and "one colour" in res.output

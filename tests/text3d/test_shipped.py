@@ -1,0 +1,32 @@
+"""The shipped prior works out of the box: it loads without --run and paints the colour a prompt asks for."""
+import pytest
+import torch
+
+from polydiff.domains.text3d.data import BACKGROUND, COLORS
+from polydiff.plugins.manager import get_manager
+from polydiff.plugins.runs import load_run
+
+
+@pytest.fixture(scope="module")
+def prior():
+    domain = get_manager().domain("text3d")
+    if domain.shipped_run is None or not (domain.shipped_run / "config.json").is_file():
+        pytest.fail("the text3d prior checkpoint is not in the package")
+    return load_run(domain, None, "cpu")
+
+
+def _foreground_colour(images: torch.Tensor) -> torch.Tensor:
+    """Mean colour [3] of the pixels that differ clearly from the background, over images [B, 3, S, S] in [0, 1]."""
+    pixels = images.permute(0, 2, 3, 1).reshape(-1, 3)
+    fg = (pixels - torch.tensor(BACKGROUND)).abs().sum(-1) > 0.3
+    assert fg.float().mean() > 0.05, "the prior drew (almost) nothing but background"
+    return pixels[fg].mean(0)
+
+
+@pytest.mark.parametrize("colour, shape", [("red", "mug"), ("blue", "chair"), ("green", "table")])
+def test_prior_images_take_the_prompted_colour(prior, colour: str, shape: str) -> None:
+    out = prior.domain.generate(prior, 4, prompt=f"a {colour} {shape}", images=True, steps=10,
+                                generator=torch.Generator().manual_seed(0))
+    mean = _foreground_colour(out["images"])
+    nearest = min(COLORS, key=lambda name: float((torch.tensor(COLORS[name]) - mean).norm()))
+    assert nearest == colour, f"mean foreground colour {mean.tolist()} is nearest to {nearest}"
