@@ -95,6 +95,9 @@ class Domain:
     """A run folder shipped inside the package (config.json + checkpoint/), used when ``--run`` is not given."""
     demo: dict[str, Any] = field(default_factory=dict)
     """Keyword overrides for ``generate`` in ``polydiff demo`` (e.g. ``{"n": 1}`` when one sample takes minutes)."""
+    sweep: dict[str, Any] = field(default_factory=dict)
+    """Keyword overrides for ``evaluate`` in sampler sweeps (``examples/cross_domain.py``), e.g. text3d scores its 2D
+    prior's images there: the part of it that a sampler drives."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Anything else the domain wants to expose to plugins (metric functions, file readers)."""
 

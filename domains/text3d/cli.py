@@ -138,12 +138,16 @@ def add_commands(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate(run: RunOpt = None, n: NumOpt = 7, seed: SeedOpt = 0, device: DeviceOpt = "auto",
                  prompts: Annotated[Optional[str], typer.Option("--prompts", help="';'-separated prompts (default: the fixed list).")] = None,
-                 iters: IterOpt = None, method: MethodOpt = "sds", sampler: SamplerOpt = None, steps: StepsOpt = None) -> None:
-        """R-precision of generated objects (colour, shape) next to ground truth (ceiling) and an untrained field (floor)."""
+                 iters: IterOpt = None, method: MethodOpt = "sds",
+                 prior: Annotated[bool, typer.Option("--prior", help="Score the 2D prior's images (with --sampler, --steps) instead of distilled objects.")] = False,
+                 sampler: SamplerOpt = None, steps: StepsOpt = None) -> None:
+        """R-precision (colour, shape) of distilled objects, or with --prior of the prior's images, from fixed views;
+        next to ground truth (ceiling) and an untrained field / the unconditional prior (floor)."""
         r = _open_prior(run, device)
         plist = [p.strip() for p in prompts.split(";") if p.strip()] if prompts else None
         try:
-            metrics = _domain().evaluate(r, n=n, prompts=plist, progress=True, method=method, iters=iters, seed=seed)
+            metrics = _domain().evaluate(r, n=n, prompts=plist, progress=True, method=method, iters=iters, seed=seed,
+                                         sampler=sampler, steps=steps, target="prior" if prior else "objects")
         except ValueError as err:
             raise typer.BadParameter(str(err)) from None
         for k, v in metrics.items():

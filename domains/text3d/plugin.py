@@ -98,6 +98,17 @@ def generate_object(run, prompt: str, cfg: DistillConfig, progress: bool = False
     return distill(run.denoiser, lambda cams: prompt_condition(prompt, cams, dev), cfg, progress=progress, device=dev)
 
 
+def prior_images(run, prompt: str, cams, *, sampler: str | None = None, steps: int | None = None,
+                 generator: torch.Generator | None = None, guidance_scale: float | None = None,
+                 progress: bool = False) -> torch.Tensor:
+    """The prior's guided images [V, 3, S, S] in [0, 1] of ``prompt`` seen from ``cams`` (view-dependent prompts)."""
+    cond = prompt_condition(prompt, cams, run.device)
+    size = run.config["data"]["size"]
+    x = run.sample(torch.empty(len(cams.azimuth), 3, size, size), cond=cond, sampler=sampler, steps=steps,
+                   generator=generator, denoiser=run.guided(cond, guidance_scale), progress=progress)
+    return from_model_range(x).cpu()
+
+
 def generate(run, n: int, *, sampler: str | None = None, steps: int | None = None,
              generator: torch.Generator | None = None, prompt: str = "a red mug", images: bool = False,
              guidance_scale: float | None = None, progress: bool = False, method: str | None = None,
@@ -114,11 +125,9 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
         from .cameras import random_cameras
 
         cams = random_cameras(n, generator if generator is not None and generator.device.type == "cpu" else None)
-        cond = prompt_condition(prompt, cams, run.device)
-        size = run.config["data"]["size"]
-        x = run.sample(torch.empty(n, 3, size, size), cond=cond, sampler=sampler, steps=steps, generator=generator,
-                       denoiser=run.guided(cond, guidance_scale), progress=progress)
-        return {"kind": "images", "prompt": prompt, "images": from_model_range(x).cpu()}
+        x = prior_images(run, prompt, cams, sampler=sampler, steps=steps, generator=generator,
+                         guidance_scale=guidance_scale, progress=progress)
+        return {"kind": "images", "prompt": prompt, "images": x}
     results = []
     for k in range(n):
         overrides = {"method": method, "steps": iters, "field": field, "guidance_scale": guidance_scale, "seed": seed + k}
@@ -164,31 +173,51 @@ def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> li
 
 def evaluate(run, *, sampler: str | None = None, steps: int | None = None, n: int = 1000,
              generator: torch.Generator | None = None, prompts: list[str] | None = None, progress: bool = False,
-             method: str | None = None, iters: int | None = None, seed: int = 0) -> dict[str, float]:
-    """R-precision (colour, shape, both) of objects generated for the first ``n`` prompts, with ceiling and floor, and
-    the mean distillation time per object."""
-    from .data import caption
-    from .metric import DEFAULT_PROMPTS, ground_truth_field, load_or_train_classifier, parse_prompt, r_precision, render_views
+             method: str | None = None, iters: int | None = None, seed: int = 0,
+             target: str = "objects") -> dict[str, float]:
+    """R-precision (colour, shape, both) over the first ``n`` prompts from the fixed evaluation views, next to its
+    ceiling (renders of held-out ground-truth shapes) and floor.
 
+    ``target="objects"``: objects distilled for each prompt (floor: an untrained field), and the mean distillation time
+    per object. ``target="prior"``: the 2D prior's own images of each view-dependent prompt drawn with ``sampler`` and
+    ``steps`` (floor: its unconditional images); this is what a sampler sweep varies.
+    """
+    from .data import caption
+    from .metric import (DEFAULT_PROMPTS, eval_cameras, ground_truth_field, load_or_train_classifier, parse_prompt,
+                         r_precision, render_views)
+
+    if target not in ("objects", "prior"):
+        raise ValueError(f"unknown evaluation target {target!r}; choose objects or prior")
     pairs = [parse_prompt(p) for p in prompts] if prompts else list(DEFAULT_PROMPTS)
     pairs = pairs[:max(1, n)]
     ev = run.config.get("evaluate", {})
     size, views = run.config["data"]["size"], ev.get("n_views", 8)
     clf = load_or_train_classifier(data_config(run.config["data"]), ev.get("classifier_steps", 600), progress=progress)
     cfg = distill_config(run, {"method": method, "steps": iters, "seed": seed})
+    if generator is None:
+        generator = torch.Generator(device=run.device).manual_seed(seed)
+    cams = eval_cameras(views)
     gen_r, gt_r, floor_r, seconds = [], [], [], []
     for color, shape in pairs:
+        gt_r.append(render_views(ground_truth_field(color, shape, resolution=run.config["data"]["voxel_resolution"]),
+                                 size, views))
+        if target == "prior":
+            gen_r.append(prior_images(run, caption(color, shape), cams, sampler=sampler, steps=steps,
+                                      generator=generator))
+            floor_r.append(prior_images(run, caption(color, shape), cams, sampler=sampler, steps=steps,
+                                        generator=generator, guidance_scale=0.0))  # scale 0: the unconditional model
+            continue
         obj = generate_object(run, caption(color, shape), cfg, progress)
         seconds.append(obj.seconds)
         gen_r.append(render_views(obj.field, size, views))
-        gt_r.append(render_views(ground_truth_field(color, shape, resolution=run.config["data"]["voxel_resolution"]), size, views))
         floor_r.append(render_views(make_field(cfg), size, views))
     metrics: dict[str, float] = {}
     for name, renders in (("", gen_r), ("ceiling_", gt_r), ("floor_", floor_r)):
         for k, v in r_precision(clf, renders, pairs).items():
             metrics[f"{name}rprecision_{k}"] = v
     metrics["prompts"] = float(len(pairs))
-    metrics["seconds_per_object"] = float(np.mean(seconds))
+    if seconds:
+        metrics["seconds_per_object"] = float(np.mean(seconds))
     return metrics
 
 
@@ -213,6 +242,7 @@ def make_domain() -> Domain:
         null_cond=null_condition,
         cli=add_commands,
         demo={"n": 1, "iters": 100},
+        sweep={"target": "prior"},
     )
 
 

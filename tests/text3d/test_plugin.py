@@ -63,5 +63,10 @@ def test_cli_sample_object_images_and_evaluate(run_dir: Path, tmp_path: Path) ->
         assert 0.0 <= float(values[key]) <= 1.0
     assert float(re.search(r"seconds_per_object: ([-+.0-9eE]+)", res.output).group(1)) > 0
 
+    res = runner.invoke(app, ["text3d", "evaluate", "--run", str(run_dir), "-n", "2", "--prior", "--sampler", "euler",
+                              "--steps", "2", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "ceiling_rprecision_shape" in res.output and "seconds_per_object" not in res.output
+
     res = runner.invoke(app, ["text3d", "evaluate", "--run", str(run_dir), "--prompts", "a teal mug", "--device", "cpu"])
     assert res.exit_code != 0 and "one colour" in res.output
