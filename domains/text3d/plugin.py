@@ -176,7 +176,7 @@ def evaluate(run, *, sampler: str | None = None, steps: int | None = None, n: in
              method: str | None = None, iters: int | None = None, seed: int = 0,
              target: str = "objects") -> dict[str, float]:
     """R-precision (colour, shape, both) over the first ``n`` prompts from the fixed evaluation views, next to its
-    ceiling (renders of held-out ground-truth shapes) and floor.
+    ceiling (renders of held-out ground-truth shapes) and floor; also the shape precision of each prompt.
 
     ``target="objects"``: objects distilled for each prompt (floor: an untrained field), and the mean distillation time
     per object. ``target="prior"``: the 2D prior's own images of each view-dependent prompt drawn with ``sampler`` and
@@ -215,6 +215,8 @@ def evaluate(run, *, sampler: str | None = None, steps: int | None = None, n: in
     for name, renders in (("", gen_r), ("ceiling_", gt_r), ("floor_", floor_r)):
         for k, v in r_precision(clf, renders, pairs).items():
             metrics[f"{name}rprecision_{k}"] = v
+    for (color, shape), renders in zip(pairs, gen_r):
+        metrics[f"rprecision_shape[{color} {shape}]"] = r_precision(clf, [renders], [(color, shape)])["shape"]
     metrics["prompts"] = float(len(pairs))
     if seconds:
         metrics["seconds_per_object"] = float(np.mean(seconds))
