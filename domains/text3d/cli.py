@@ -26,6 +26,8 @@ PromptArg = Annotated[Optional[str], typer.Argument(help="What to make, e.g. 'a 
 MethodOpt = Annotated[str, typer.Option("--method", help="Distillation loss: sds or sjc.")]
 IterOpt = Annotated[Optional[int], typer.Option("--iters", help="Distillation steps (default from the distill settings).")]
 FieldOpt = Annotated[Optional[str], typer.Option("--field", help="voxel or mlp (default from the distill settings).")]
+PriorOpt = Annotated[bool, typer.Option(
+    "--prior", help="Score the 2D prior's images (with --sampler, --steps) instead of distilled objects.")]
 DistillPresetOpt = Annotated[Optional[str], typer.Option(
     "--preset", help="Distillation settings of this domain preset (quick or full; default: the run's own).")]
 
@@ -139,7 +141,7 @@ def add_commands(app: typer.Typer) -> None:
     def evaluate(run: RunOpt = None, n: NumOpt = 7, seed: SeedOpt = 0, device: DeviceOpt = "auto",
                  prompts: Annotated[Optional[str], typer.Option("--prompts", help="';'-separated prompts (default: the fixed list).")] = None,
                  iters: IterOpt = None, method: MethodOpt = "sds",
-                 prior: Annotated[bool, typer.Option("--prior", help="Score the 2D prior's images (with --sampler, --steps) instead of distilled objects.")] = False,
+                 prior: PriorOpt = False,
                  sampler: SamplerOpt = None, steps: StepsOpt = None) -> None:
         """R-precision (colour, shape) of distilled objects, or with --prior of the prior's images, from fixed views;
         next to ground truth (ceiling) and an untrained field / the unconditional prior (floor)."""
