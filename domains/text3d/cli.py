@@ -51,8 +51,8 @@ def _open_prior(run: Path | None, device: str) -> Run:
     except FileNotFoundError:
         if run is not None:
             raise
-        raise FileNotFoundError("no trained prior (the shipped one is missing): train one with `polydiff text3d train-prior --out RUN` "
-                                "and pass --run RUN") from None
+        raise FileNotFoundError("no trained prior (the shipped one is missing): train one with "
+                                "`polydiff text3d train-prior --out RUN` and pass --run RUN") from None
 
 
 def train_prior(out: Path, preset: str = "quick", config: Path | None = None, device: str = "auto", seed: int = 0,
@@ -140,8 +140,7 @@ def add_commands(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate(run: RunOpt = None, n: NumOpt = 7, seed: SeedOpt = 0, device: DeviceOpt = "auto",
                  prompts: Annotated[Optional[str], typer.Option("--prompts", help="';'-separated prompts (default: the fixed list).")] = None,
-                 iters: IterOpt = None, method: MethodOpt = "sds",
-                 prior: PriorOpt = False,
+                 iters: IterOpt = None, method: MethodOpt = "sds", prior: PriorOpt = False,
                  sampler: SamplerOpt = None, steps: StepsOpt = None) -> None:
         """R-precision (colour, shape) of distilled objects, or with --prior of the prior's images, from fixed views;
         next to ground truth (ceiling) and an untrained field / the unconditional prior (floor)."""
