@@ -21,6 +21,7 @@ from polydiff.plugins.runs import load_run
 COLUMNS = {"rprecision_color": "colour", "rprecision_shape": "shape", "ceiling_rprecision_color": "ceiling colour",
            "ceiling_rprecision_shape": "ceiling shape", "floor_rprecision_color": "floor colour",
            "floor_rprecision_shape": "floor shape", "seconds_per_object": "s/object"}
+PER_PROMPT = "rprecision_shape["  # evaluate's per-prompt keys: rprecision_shape[<colour> <shape>]
 
 
 def main() -> None:
@@ -36,8 +37,8 @@ def main() -> None:
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         rows.append(domain.evaluate(run, seed=seed, method=args.method, iters=args.iters, progress=True))
-        per_prompt = {k: v for k, v in rows[-1].items() if k.startswith("rprecision_shape[")}
-        print(f"seed {seed}: " + ", ".join(f"{k[17:-1]} {v:.2f}" for k, v in per_prompt.items()), flush=True)
+        per_prompt = {k[len(PER_PROMPT):-1]: v for k, v in rows[-1].items() if k.startswith(PER_PROMPT)}
+        print(f"seed {seed}: " + ", ".join(f"{prompt} {v:.2f}" for prompt, v in per_prompt.items()), flush=True)
     print(f"\ntext3d R-precision, {args.method}, run {run.path}, torch threads {torch.get_num_threads()}")
     print(f"{'seed':<6}" + "".join(f"{name:>16}" for name in COLUMNS.values()))
     for seed, r in zip(args.seeds.split(","), rows):
