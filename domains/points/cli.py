@@ -26,29 +26,43 @@ def add_commands(app: typer.Typer) -> None:
     @app.command("sample")
     def sample(out: OutOpt = Path("samples") / "points", run: RunOpt = None,
                n: Annotated[int, typer.Option("-n", "--n", help="Number of clouds.")] = 16,
+               points: Annotated[Optional[int], typer.Option(
+                   "--points", min=1, help="Points per cloud (default: the run's, 2048 for the shipped models).")] = None,
                sampler: SamplerOpt = None, steps: StepsOpt = None, seed: SeedOpt = 0, device: DeviceOpt = "auto",
                label: ClassOpt = None, guidance_scale: ScaleOpt = None,
-               partial: Annotated[Optional[Path], typer.Option(
-                   "--partial", help="Complete (or upsample) this cloud/mesh file: its points stay fixed.")] = None,
+               complete: Annotated[Optional[Path], typer.Option(
+                   "--complete", "--partial",
+                   help="Shape completion: this partial cloud/mesh file's points stay fixed, the rest is generated.")] = None,
+               upsample: Annotated[Optional[Path], typer.Option(
+                   "--upsample", help="Upsampling: this sparse cloud's points stay fixed and --points are filled in.")] = None,
                partial_points: Annotated[Optional[int], typer.Option(
-                   help="Points taken from --partial (needed for a mesh; default: all points of a cloud).")] = None) -> None:
+                   min=1, help="Points taken from --complete/--upsample (needed for a mesh; default: all points of a "
+                               "cloud).")] = None) -> None:
         """Sample point clouds: one PLY each, preview.png and clouds.json (normalisation stated)."""
         from .files import read_cloud
 
+        if complete is not None and upsample is not None:
+            raise typer.BadParameter("give one of --complete and --upsample", param_hint="--upsample")
+        given, flag = (complete, "--complete") if complete is not None else (upsample, "--upsample")
         r = open_run(_domain(), run, device)
+        n_points = points or int(r.config["data"]["n_points"])
         known = None
-        if partial is not None:
+        if given is not None:
             try:
-                known = read_cloud(partial, n_points=partial_points)
+                known = read_cloud(given, n_points=partial_points)
             except ValueError as exc:
                 raise typer.BadParameter(str(exc).replace("give n_points", "give --partial-points"),
-                                         param_hint="--partial") from None
+                                         param_hint=flag) from None
+            if len(known) >= n_points:
+                raise typer.BadParameter(f"{given} has {len(known)} points; ask for more with --points (now {n_points})",
+                                         param_hint="--points")
         g = torch.Generator(device=r.device).manual_seed(seed)
         samples = _domain().generate(r, n, sampler=sampler, steps=steps, generator=g, label=label,
-                                     guidance_scale=guidance_scale, partial=known, progress=True)
+                                     guidance_scale=guidance_scale, partial=known, progress=True, n_points=n_points)
         info = {"sampler": sampler or r.config["sample"]["sampler"], "steps": steps or r.config["sample"]["steps"],
                 "seed": seed, "run": str(r.path), "class": label, "guidance_scale": guidance_scale,
-                "partial": str(partial) if partial else None}
+                "n_points": n_points, "complete": str(complete) if complete else None,
+                "upsample": str(upsample) if upsample else None}
         write_samples(_domain(), samples, out, info)
 
     @app.command("evaluate")

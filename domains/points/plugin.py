@@ -182,13 +182,17 @@ def class_index(run, label: int | str | None) -> int | None:
 def generate(run, n: int, *, sampler: str | None = None, steps: int | None = None,
              generator: torch.Generator | None = None, label: int | str | None = None,
              labels: Tensor | None = None, guidance_scale: float | None = None, partial: np.ndarray | None = None,
-             sigmas: Tensor | None = None, batch_size: int = 64, progress: bool = False) -> dict[str, Any]:
-    """Draw n clouds (normalised frame); ``label`` (name or index) or ``labels`` [n] picks classes, ``partial``
-    [K, 3] is completed (known points fixed, the rest generated: completion or upsampling). ``partial`` is in the data
-    frame under ``global`` normalisation and must already be normalised under ``shape`` (its own bounding sphere is
-    not the full shape's)."""
+             sigmas: Tensor | None = None, batch_size: int = 64, progress: bool = False,
+             n_points: int | None = None) -> dict[str, Any]:
+    """Draw n clouds of ``n_points`` (default: the run's) in the normalised frame; ``label`` (name or index) or
+    ``labels`` [n] picks classes, ``partial`` [K, 3] is completed (known points fixed, the rest generated: completion
+    or upsampling). ``partial`` is in the data frame under ``global`` normalisation and must already be normalised
+    under ``shape`` (its own bounding sphere is not the full shape's). The network is set-size agnostic, so any
+    ``n_points`` works; it was trained on the run's ``train_points`` (or ``n_points``) per cloud."""
     p = sampling_spec(run.config)
-    n_points = int(run.config["data"]["n_points"])
+    n_points = int(run.config["data"]["n_points"]) if n_points is None else int(n_points)
+    if n_points < 1:
+        raise ValueError(f"the number of points per cloud must be positive, got {n_points}")
     idx = class_index(run, label)
     if labels is None:
         labels = torch.full((n,), NULL_LABEL if idx is None else idx, dtype=torch.long)

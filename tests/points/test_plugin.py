@@ -69,13 +69,39 @@ def test_cli_sample_evaluate_and_complete(run_dir: Path, tmp_path: Path) -> None
     partial = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
     write_ply(tmp_path / "partial.ply", partial)
     res = runner.invoke(app, ["points", "sample", "--run", str(run_dir), "--out", str(tmp_path / "c"), "-n", "1",
-                              "--partial", str(tmp_path / "partial.ply"), "--device", "cpu"])
+                              "--complete", str(tmp_path / "partial.ply"), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     done = read_cloud(tmp_path / "c" / "cloud_0000.ply")
     assert done.shape == (48, 3) and np.allclose(done[:10], partial, atol=1e-4)
+    assert json.loads((tmp_path / "c" / "samples.json").read_text())["complete"].endswith("partial.ply")
 
     res = runner.invoke(app, ["points", "sample", "--run", str(run_dir), "--class", "sofa", "--device", "cpu"])
     assert res.exit_code != 0 and "unknown class 'sofa'" in str(res.exception)  # `main` prints it as one line
+
+
+def test_cli_points_per_cloud_and_upsampling(run_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    app = build_app()
+    res = runner.invoke(app, ["points", "sample", "--run", str(run_dir), "--out", str(tmp_path / "s"), "-n", "2",
+                              "--points", "100", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert read_cloud(tmp_path / "s" / "cloud_0001.ply").shape == (100, 3)
+    assert json.loads((tmp_path / "s" / "clouds.json").read_text())["n_points"] == 100
+
+    sparse = np.random.default_rng(1).normal(size=(25, 3)).astype(np.float32)
+    write_ply(tmp_path / "sparse.ply", sparse)
+    res = runner.invoke(app, ["points", "sample", "--run", str(run_dir), "--out", str(tmp_path / "u"), "-n", "1",
+                              "--upsample", str(tmp_path / "sparse.ply"), "--points", "200", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    dense = read_cloud(tmp_path / "u" / "cloud_0000.ply")
+    assert dense.shape == (200, 3) and np.allclose(dense[:25], sparse, atol=1e-4)
+
+    res = runner.invoke(app, ["points", "sample", "--run", str(run_dir), "--upsample", str(tmp_path / "sparse.ply"),
+                              "--points", "20", "--device", "cpu"])
+    assert res.exit_code == 2 and "ask for more with --points" in " ".join(res.output.replace("│", " ").split())
+    res = runner.invoke(app, ["points", "sample", "--run", str(run_dir), "--upsample", str(tmp_path / "sparse.ply"),
+                              "--complete", str(tmp_path / "sparse.ply"), "--device", "cpu"])
+    assert res.exit_code == 2 and "give one of --complete and --upsample" in res.output
 
 
 def test_evaluate_against_a_reference_folder_skips_broken_files(run_dir: Path, tmp_path: Path) -> None:
