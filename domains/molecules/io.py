@@ -98,19 +98,33 @@ def read_sdf(path: Path | str, need_3d: bool = False) -> list[MolInput]:
     return out
 
 
-def read_inputs(sources: list[str]) -> list[MolInput]:
-    """Molecules from a mix of SMILES strings, ``.smi`` files and ``.sdf`` files (in order)."""
+SMI_SUFFIXES = (".smi", ".smiles", ".txt")
+SDF_SUFFIXES = (".sdf", ".mol")
+
+
+def read_file(path: Path | str) -> list[MolInput]:
+    """Molecules from one ``.smi`` or ``.sdf`` file; a missing file or an unknown type is one error entry."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in SMI_SUFFIXES + SDF_SUFFIXES:
+        return [MolInput(_safe_name(p.stem, "input"), None,
+                         f"{path}: unknown file type; give a .smi file ('SMILES name' lines) or an .sdf file")]
+    if not p.is_file():
+        return [MolInput(_safe_name(p.stem, "input"), None, f"file {path} does not exist")]
+    return read_smi(p) if suffix in SMI_SUFFIXES else read_sdf(p)
+
+
+def read_inputs(sources: list[str] = (), *, smiles: list[str] = (), files: list[str | Path] = ()) -> list[MolInput]:
+    """Molecules from ``sources`` (each a SMILES string, a ``.smi`` or an ``.sdf`` file, told apart by suffix), then
+    ``smiles`` (always SMILES) and ``files`` (always files), in order, with unique names."""
     out: list[MolInput] = []
     for src in sources:
         p = Path(src)
-        if p.suffix.lower() in (".smi", ".smiles", ".txt") and p.is_file():
-            out.extend(read_smi(p))
-        elif p.suffix.lower() in (".sdf", ".mol") and p.is_file():
-            out.extend(read_sdf(p))
-        elif p.suffix.lower() in (".smi", ".sdf", ".mol") and not p.exists():
-            out.append(MolInput(_safe_name(p.stem, "input"), None, f"file {src} does not exist"))
-        else:
-            out.append(from_smiles(src))
+        is_file = p.suffix.lower() in SMI_SUFFIXES + SDF_SUFFIXES and (p.is_file() or p.suffix.lower() != ".txt")
+        out.extend(read_file(p) if is_file else [from_smiles(src)])
+    out.extend(from_smiles(s) for s in smiles)
+    for f in files:
+        out.extend(read_file(f))
     names: dict[str, int] = {}
     for item in out:  # unique names, so that files do not overwrite each other
         if item.name in names:

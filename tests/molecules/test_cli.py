@@ -41,7 +41,7 @@ def test_train_sample_evaluate(tmp_path, qm9_cache, monkeypatch):
 
     smi = tmp_path / "in.smi"
     smi.write_text("CCO ethanol\nC1CC broken\nC[C@H](O)C#N lactonitrile\nCCCl chloro\n")
-    res = runner.invoke(app, ["molecules", "sample", str(smi), "--run", str(run), "--k", "3", "--steps", "2",
+    res = runner.invoke(app, ["molecules", "sample", "--input", str(smi), "--run", str(run), "-n", "3", "--steps", "2",
                               "--out", str(tmp_path / "s"), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "broken" in res.output and "Cl not supported" in res.output
@@ -50,6 +50,16 @@ def test_train_sample_evaluate(tmp_path, qm9_cache, monkeypatch):
     assert (tmp_path / "s" / "ethanol.png").is_file() and not (tmp_path / "s" / "broken.sdf").exists()
     info = json.loads((tmp_path / "s" / "samples.json").read_text())
     assert set(info["errors"]) == {"broken", "chloro"} and info["stereo_ok"]["lactonitrile"] == 1.0
+
+    res = runner.invoke(app, ["molecules", "sample", "--smiles", "CCO", "--smiles", "c1ccccc1O", "--input",
+                              str(tmp_path / "missing.smi"), "--input", str(tmp_path / "notes.csv"), "--run", str(run),
+                              "-k", "2", "--steps", "2", "--out", str(tmp_path / "t"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "missing.smi does not exist" in res.output and "unknown file type" in res.output
+    assert len(list(Chem.SDMolSupplier(str(tmp_path / "t" / "c1ccccc1O.sdf"), removeHs=False))) == 2
+    assert (tmp_path / "t" / "CCO.sdf").is_file()
+    res = runner.invoke(app, ["molecules", "sample", "--smiles", "C1CC", "--run", str(run), "--device", "cpu"])
+    assert res.exit_code == 2 and "none of the inputs is a usable molecule" in res.output
 
     res = runner.invoke(app, ["molecules", "evaluate", "--run", str(run), "--n", "2", "--k", "2", "--steps", "2",
                               "--min-heavy", "4", "--device", "cpu"])
