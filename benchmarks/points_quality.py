@@ -52,6 +52,12 @@ def trained_steps(run) -> int:
     return int(json.loads(state.read_text())["step"]) if state.is_file() else int(run.config["train"]["steps"])
 
 
+def calls_per_step(run, conditional: bool, guidance_scale: float | None) -> int:
+    """Network evaluations per denoiser call: classifier-free guidance runs the network twice (cond and null)."""
+    scale = run.config["sample"].get("guidance_scale", 1.0) if guidance_scale is None else guidance_scale
+    return 2 if conditional and float(scale) != 1.0 else 1
+
+
 def timed_generate(run, labels: torch.Tensor | None, n: int, sigmas: torch.Tensor, sampler: str, seed: int,
                    guidance_scale: float | None) -> tuple[np.ndarray, float]:
     g = torch.Generator().manual_seed(seed)
@@ -76,12 +82,15 @@ def bench_set(args: argparse.Namespace, source: str) -> list[dict]:
     rows.append({**base, "method": "oracle: train vs held-out", "nfe": 0, "s_per_shape": 0.0,
                  **evaluate_sets(oracle, ref, emd_points=args.emd_points)})
     s = run.config["sample"]
+    per_call = calls_per_step(run, p.conditional, args.guidance_scale)
+    guided = f", CFG {args.guidance_scale:g}" if per_call == 2 else ""
     for sampler in args.samplers.split(","):
-        steps = steps_for_nfe(sampler, args.nfe)
+        steps = steps_for_nfe(sampler, args.nfe // per_call)
         sig = run.sigmas(steps)
         gen, sec = timed_generate(run, labels, m, sig, sampler, args.seed, args.guidance_scale)
-        rows.append({**base, "method": f"ours {sampler} ({s['grid']} grid)", "nfe": count_nfe(sampler, steps),
-                     "s_per_shape": sec, **evaluate_sets(torch.from_numpy(gen), ref, emd_points=args.emd_points)})
+        rows.append({**base, "method": f"ours {sampler} ({s['grid']} grid{guided})",
+                     "nfe": per_call * count_nfe(sampler, steps), "s_per_shape": sec,
+                     **evaluate_sets(torch.from_numpy(gen), ref, emd_points=args.emd_points)})
     ddpm_grid = ddpm_sigmas(LinearBeta(T=1000))
     k = m if args.ddpm_shapes is None else min(args.ddpm_shapes, m)
     timed = min(args.ddpm_time_steps, 1000)
@@ -90,7 +99,7 @@ def bench_set(args: argparse.Namespace, source: str) -> list[dict]:
     method = "ours ddpm (1000 steps, linear-beta grid)"
     if timed < 1000:
         method = f"ours ddpm 1000 steps (timed {timed}, x{1000 / timed:g})"
-    row = {**base, "method": method, "nfe": 1000, "s_per_shape": sec * 1000 / timed}
+    row = {**base, "method": method + guided, "nfe": 1000 * per_call, "s_per_shape": sec * 1000 / timed}
     if k == m and timed == 1000:
         row.update(evaluate_sets(torch.from_numpy(gen), ref, emd_points=args.emd_points))
     rows.append(row)
@@ -116,7 +125,8 @@ def main() -> None:
     ap.add_argument("--n-points", type=int, default=None, help="override the preset's points per cloud")
     ap.add_argument("--n-eval", type=int, default=100, help="at most this many held-out clouds (CPU cost ~ n^2)")
     ap.add_argument("--emd-points", type=int, default=256, help="points per cloud for the exact EMD")
-    ap.add_argument("--nfe", type=int, default=35, help="network evaluations for the few-step samplers")
+    ap.add_argument("--nfe", type=int, default=35,
+                    help="network evaluations per shape for the few-step samplers (guidance counts two per call)")
     ap.add_argument("--samplers", default="heun,dpmpp_2m")
     ap.add_argument("--ddpm-shapes", type=int, default=None,
                     help="clouds timed with 1000 DDPM steps (default: all held-out ones, the batch the others use, "
@@ -124,7 +134,8 @@ def main() -> None:
     ap.add_argument("--ddpm-time-steps", type=int, default=1000,
                     help="run only the first K of the 1000 DDPM steps and scale the time by 1000/K (same network call "
                          "per step); scores are only computed for a full chain over every held-out cloud")
-    ap.add_argument("--guidance-scale", type=float, default=None)
+    ap.add_argument("--guidance-scale", type=float, default=None,
+                    help="classifier-free guidance scale for labelled sets (default: the run's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()

@@ -22,6 +22,7 @@ from polydiff.domains.common.embeddings import NULL_LABEL, drop_label_cond, null
 from polydiff.plugins import hookimpl
 from polydiff.plugins.domain import Domain
 
+from .anchored import anchored
 from .completion import complete
 from .data import MeshLoad, Normalization, PointSet, load_folder, load_set, sample_clouds, write_json
 from .files import preview_grid, write_clouds
@@ -183,17 +184,18 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
              generator: torch.Generator | None = None, label: int | str | None = None,
              labels: Tensor | None = None, guidance_scale: float | None = None, partial: np.ndarray | None = None,
              sigmas: Tensor | None = None, batch_size: int = 64, progress: bool = False,
-             n_points: int | None = None) -> dict[str, Any]:
+             n_points: int | None = None, anchor: bool = True) -> dict[str, Any]:
     """Draw n clouds of ``n_points`` (default: the run's) in the normalised frame; ``label`` (name or index) or
     ``labels`` [n] picks classes, ``partial`` [K, 3] is completed (known points fixed, the rest generated: completion
     or upsampling). ``partial`` is in the data frame under ``global`` normalisation and must already be normalised
-    under ``shape`` (its own bounding sphere is not the full shape's). The network is set-size agnostic, so any
-    ``n_points`` works; it was trained on the run's ``train_points`` (or ``n_points``) per cloud."""
+    under ``shape`` (its own bounding sphere is not the full shape's). A run trained on ``train_points``-point subsets
+    denoises larger clouds in anchored sets of that size (``anchored.py``) unless ``anchor`` is False."""
     p = sampling_spec(run.config)
     n_points = int(run.config["data"]["n_points"]) if n_points is None else int(n_points)
     if n_points < 1:
         raise ValueError(f"the number of points per cloud must be positive, got {n_points}")
     idx = class_index(run, label)
+    set_size = run.config["data"].get("train_points")
     if labels is None:
         labels = torch.full((n,), NULL_LABEL if idx is None else idx, dtype=torch.long)
     labels = labels.to(run.device)
@@ -205,6 +207,8 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
         b = len(lab)
         cond = {"label": lab} if p.conditional else None
         den = run.guided(cond, guidance_scale) if p.conditional and bool((lab >= 0).any()) else run.denoiser
+        if anchor and set_size is not None and n_points > set_size:
+            den = anchored(den, set_size, generator=generator)
         if partial is not None:
             known = torch.as_tensor(p.normalization.apply(np.asarray(partial, dtype=np.float32)[None])[0]
                                     if p.normalization.mode == "global" else partial, dtype=torch.float32)
@@ -216,8 +220,9 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
         out.append(pts.float().cpu())
     points = torch.cat(out).numpy()
     classes = list(p.classes)
+    sets = set_size if anchor and set_size is not None and n_points > set_size else None
     return {"points": points, "labels": labels.cpu().numpy(), "classes": classes,
-            "normalization": p.normalization.to_dict()}
+            "normalization": p.normalization.to_dict(), "anchored_set_size": sets}
 
 
 def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> list[Path]:
@@ -232,7 +237,8 @@ def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> li
     titles = [classes[int(lab)] if classes and lab >= 0 else f"#{i}" for i, lab in enumerate(samples["labels"])]
     files.append(preview_grid(samples["points"][:16], out / "preview.png", titles[:16]))
     meta = {"n_clouds": int(len(pts)), "n_points": int(pts.shape[1]), "ply_frame": frame,
-            "normalization": samples["normalization"], "labels": [titles[i] for i in range(len(pts))], **info}
+            "normalization": samples["normalization"], "labels": [titles[i] for i in range(len(pts))],
+            "anchored_set_size": samples.get("anchored_set_size"), **info}
     info["normalization"] = samples["normalization"]
     info["ply_frame"] = frame
     write_json(out / "clouds.json", json.loads(json.dumps(meta, default=str)))

@@ -133,3 +133,22 @@ def test_train_points_draws_fresh_subsets_and_the_run_stores_what_sampling_needs
     assert {tuple(row) for row in a.tolist()} <= full
     fitted = json.loads((run_dir / "config.json").read_text())["fitted"]
     assert fitted["classes"] == list(prepare(cfg["data"]).train.classes) and fitted["normalization"]["mode"] == "global"
+
+
+def test_a_run_trained_on_subsets_samples_larger_clouds_in_anchored_sets(run_dir: Path) -> None:
+    import torch
+
+    from polydiff.domains.points.plugin import generate
+    from polydiff.plugins.runs import load_run
+
+    run = load_run(make_domain(), run_dir, "cpu")
+    run.config["data"]["train_points"] = 16
+    calls = []
+    net = run.denoiser
+    run.denoiser = lambda x, sigma, cond=None: calls.append(x.shape[1]) or net(x, sigma, cond)
+    out = generate(run, 2, steps=2, sampler="euler", generator=torch.Generator().manual_seed(0), n_points=40)
+    assert out["points"].shape == (2, 40, 3) and out["anchored_set_size"] == 16 and set(calls) == {16}
+    calls.clear()
+    out = generate(run, 2, steps=2, sampler="euler", generator=torch.Generator().manual_seed(0), n_points=40,
+                   anchor=False)
+    assert out["anchored_set_size"] is None and set(calls) == {40}
