@@ -196,6 +196,7 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
         raise ValueError(f"the number of points per cloud must be positive, got {n_points}")
     idx = class_index(run, label)
     set_size = run.config["data"].get("train_points")
+    sets = int(set_size) if anchor and set_size and n_points > int(set_size) else None
     if labels is None:
         labels = torch.full((n,), NULL_LABEL if idx is None else idx, dtype=torch.long)
     labels = labels.to(run.device)
@@ -207,8 +208,8 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
         b = len(lab)
         cond = {"label": lab} if p.conditional else None
         den = run.guided(cond, guidance_scale) if p.conditional and bool((lab >= 0).any()) else run.denoiser
-        if anchor and set_size is not None and n_points > set_size:
-            den = anchored(den, set_size, generator=generator)
+        if sets is not None:
+            den = anchored(den, sets, generator=generator)
         if partial is not None:
             known = torch.as_tensor(p.normalization.apply(np.asarray(partial, dtype=np.float32)[None])[0]
                                     if p.normalization.mode == "global" else partial, dtype=torch.float32)
@@ -220,7 +221,6 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
         out.append(pts.float().cpu())
     points = torch.cat(out).numpy()
     classes = list(p.classes)
-    sets = set_size if anchor and set_size is not None and n_points > set_size else None
     return {"points": points, "labels": labels.cpu().numpy(), "classes": classes,
             "normalization": p.normalization.to_dict(), "anchored_set_size": sets}
 
