@@ -5,7 +5,8 @@ cloud fed at once: on 50 held-out procedural shapes, its 256-point samples score
 references, but its 2048-point samples, subsampled to 256, score 76% (the shapes checkpoint's TRAINED_WITH.txt).
 Anchoring keeps every network call at the training size: the first S points are the anchor, denoised as one S-point
 set; the remaining points come in chunks of S - C, each denoised together with C anchor points (drawn once), so every
-chunk reads the same shape through its anchor context. One network call per step (all sets batched), so NFE counts do not change.
+chunk reads the same shape through its anchor context. One network call per step (all sets batched), so NFE counts
+do not change.
 """
 from __future__ import annotations
 
