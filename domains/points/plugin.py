@@ -50,7 +50,7 @@ def presets() -> dict[str, dict[str, Any]]:
         "train": {"steps": 200, "batch_size": 16, "lr": 1e-3, "ema_decay": 0.99, "warmup": 20, "log_every": 10,
                   "ckpt_every": 100, "weight_decay": 0.0},
         "sample": {"sampler": "heun", "steps": 18, "grid": "karras", "sigma_min": 0.002, "sigma_max": 80.0,
-                   "guidance_scale": 1.0},
+                   "guidance_scale": 1.0, "anchored": True},
     }
     cpu = {
         **quick,
@@ -184,18 +184,20 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
              generator: torch.Generator | None = None, label: int | str | None = None,
              labels: Tensor | None = None, guidance_scale: float | None = None, partial: np.ndarray | None = None,
              sigmas: Tensor | None = None, batch_size: int = 64, progress: bool = False,
-             n_points: int | None = None, anchor: bool = True) -> dict[str, Any]:
+             n_points: int | None = None, anchor: bool | None = None) -> dict[str, Any]:
     """Draw n clouds of ``n_points`` (default: the run's) in the normalised frame; ``label`` (name or index) or
     ``labels`` [n] picks classes, ``partial`` [K, 3] is completed (known points fixed, the rest generated: completion
     or upsampling). ``partial`` is in the data frame under ``global`` normalisation and must already be normalised
     under ``shape`` (its own bounding sphere is not the full shape's). A run trained on ``train_points``-point subsets
-    denoises larger clouds in anchored sets of that size (``anchored.py``) unless ``anchor`` is False."""
+    denoises larger clouds in anchored sets of that size (``anchored.py``) when ``anchor`` (default: the run's
+    ``sample.anchored``, true if unset) is true."""
     p = sampling_spec(run.config)
     n_points = int(run.config["data"]["n_points"]) if n_points is None else int(n_points)
     if n_points < 1:
         raise ValueError(f"the number of points per cloud must be positive, got {n_points}")
     idx = class_index(run, label)
     set_size = run.config["data"].get("train_points")
+    anchor = bool(run.config["sample"].get("anchored", True)) if anchor is None else anchor
     sets = int(set_size) if anchor and set_size and n_points > int(set_size) else None
     if labels is None:
         labels = torch.full((n,), NULL_LABEL if idx is None else idx, dtype=torch.long)
