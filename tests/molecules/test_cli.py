@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from rdkit import Chem
 from typer.testing import CliRunner
 
@@ -27,7 +26,6 @@ progress = false
 """
 
 
-@pytest.mark.slow
 def test_train_sample_evaluate(tmp_path, qm9_cache, monkeypatch):
     from polydiff.cli.app import build_app
 
