@@ -6,6 +6,7 @@ Every input molecule becomes a ``MolInput``; an unusable one carries a one-line 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +115,8 @@ def read_file(path: Path | str) -> list[MolInput]:
     return read_smi(p) if suffix in SMI_SUFFIXES else read_sdf(p)
 
 
-def read_inputs(sources: list[str] = (), *, smiles: list[str] = (), files: list[str | Path] = ()) -> list[MolInput]:
+def read_inputs(sources: Sequence[str] = (), *, smiles: Sequence[str] = (),
+                files: Sequence[str | Path] = ()) -> list[MolInput]:
     """Molecules from ``sources`` (each a SMILES string, a ``.smi`` or an ``.sdf`` file, told apart by suffix), then
     ``smiles`` (always SMILES) and ``files`` (always files), in order, with unique names."""
     out: list[MolInput] = []
