@@ -193,14 +193,16 @@ class Run:
         return make_grid(grid or s["grid"], steps or s["steps"], s["sigma_min"], s["sigma_max"],
                          schedule=self.schedule, device=self.device)
 
-    def guided(self, cond: Any = None, scale: float | None = None):
-        """The denoiser with classifier-free guidance at ``scale`` (config default) when the domain has a null cond."""
+    def guided(self, cond: Any = None, scale: float | None = None, denoiser: Any = None):
+        """The denoiser (or ``denoiser``, a wrapper of it) with classifier-free guidance at ``scale`` (config default)
+        when the domain has a null cond."""
         from polydiff.core.guidance import cfg as cfg_guidance
 
+        base = self.denoiser if denoiser is None else denoiser
         scale = self.config["sample"].get("guidance_scale", 1.0) if scale is None else scale
         if cond is None or self.domain.null_cond is None or scale == 1.0:
-            return self.denoiser
-        return cfg_guidance(self.denoiser, scale, self.domain.null_cond(cond))
+            return base
+        return cfg_guidance(base, scale, self.domain.null_cond(cond))
 
     def sample(self, shape_like: torch.Tensor, *, cond: Any = None, sampler: str | None = None, steps: int | None = None,
                noise: NoiseFn | None = None, generator: torch.Generator | None = None, denoiser: Any = None,

@@ -209,9 +209,8 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
         lab = labels[start:start + batch_size]
         b = len(lab)
         cond = {"label": lab} if p.conditional else None
-        den = run.guided(cond, guidance_scale) if p.conditional and bool((lab >= 0).any()) else run.denoiser
-        if sets is not None:
-            den = anchored(den, sets, generator=generator)
+        base = run.denoiser if sets is None else anchored(run.denoiser, sets, generator=generator)
+        den = run.guided(cond, guidance_scale, base) if p.conditional and bool((lab >= 0).any()) else base
         if partial is not None:
             known = torch.as_tensor(p.normalization.apply(np.asarray(partial, dtype=np.float32)[None])[0]
                                     if p.normalization.mode == "global" else partial, dtype=torch.float32)

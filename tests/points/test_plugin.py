@@ -152,5 +152,9 @@ def test_a_run_trained_on_subsets_samples_larger_clouds_in_anchored_sets(run_dir
     out = generate(run, 2, steps=2, sampler="euler", generator=torch.Generator().manual_seed(0), n_points=40,
                    anchor=False)
     assert out["anchored_set_size"] is None and set(calls) == {40}
+    calls.clear()
+    out = generate(run, 2, steps=2, sampler="euler", generator=torch.Generator().manual_seed(0), n_points=40,
+                   label="mug", guidance_scale=2.0)  # guidance wraps the anchored sets: its null cond is per cloud
+    assert out["points"].shape == (2, 40, 3) and set(calls) == {16} and len(calls) == 4
     run.config["sample"]["anchored"] = False  # a run can turn it off for good
     assert generate(run, 1, steps=1, sampler="euler", n_points=40)["anchored_set_size"] is None
