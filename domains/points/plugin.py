@@ -190,7 +190,8 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
     or upsampling). ``partial`` is in the data frame under ``global`` normalisation and must already be normalised
     under ``shape`` (its own bounding sphere is not the full shape's). A run trained on ``train_points``-point subsets
     denoises larger clouds in anchored sets of that size (``anchored.py``) when ``anchor`` (default: the run's
-    ``sample.anchored``, true if unset) is true."""
+    ``sample.anchored``, true if unset) is true; ``sample.anchor_context`` sets how many anchor points each chunk
+    reads (default half the set)."""
     p = sampling_spec(run.config)
     n_points = int(run.config["data"]["n_points"]) if n_points is None else int(n_points)
     if n_points < 1:
@@ -199,6 +200,8 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
     set_size = run.config["data"].get("train_points")
     anchor = bool(run.config["sample"].get("anchored", True)) if anchor is None else anchor
     sets = int(set_size) if anchor and set_size and n_points > int(set_size) else None
+    context = run.config["sample"].get("anchor_context")
+    context = int(context) if context is not None else None
     if labels is None:
         labels = torch.full((n,), NULL_LABEL if idx is None else idx, dtype=torch.long)
     labels = labels.to(run.device)
@@ -209,7 +212,7 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
         lab = labels[start:start + batch_size]
         b = len(lab)
         cond = {"label": lab} if p.conditional else None
-        base = run.denoiser if sets is None else anchored(run.denoiser, sets, generator=generator)
+        base = run.denoiser if sets is None else anchored(run.denoiser, sets, context, generator=generator)
         den = run.guided(cond, guidance_scale, base) if p.conditional and bool((lab >= 0).any()) else base
         if partial is not None:
             known = torch.as_tensor(p.normalization.apply(np.asarray(partial, dtype=np.float32)[None])[0]
@@ -223,7 +226,8 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
     points = torch.cat(out).numpy()
     classes = list(p.classes)
     return {"points": points, "labels": labels.cpu().numpy(), "classes": classes,
-            "normalization": p.normalization.to_dict(), "anchored_set_size": sets}
+            "normalization": p.normalization.to_dict(), "anchored_set_size": sets,
+            "anchor_context": (context or sets // 2) if sets else None}
 
 
 def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> list[Path]:
@@ -239,7 +243,8 @@ def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> li
     files.append(preview_grid(samples["points"][:16], out / "preview.png", titles[:16]))
     meta = {"n_clouds": int(len(pts)), "n_points": int(pts.shape[1]), "ply_frame": frame,
             "normalization": samples["normalization"], "labels": [titles[i] for i in range(len(pts))],
-            "anchored_set_size": samples.get("anchored_set_size"), **info}
+            "anchored_set_size": samples.get("anchored_set_size"), "anchor_context": samples.get("anchor_context"),
+            **info}
     info["normalization"] = samples["normalization"]
     info["ply_frame"] = frame
     write_json(out / "clouds.json", json.loads(json.dumps(meta, default=str)))

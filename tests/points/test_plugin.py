@@ -156,5 +156,16 @@ def test_a_run_trained_on_subsets_samples_larger_clouds_in_anchored_sets(run_dir
     out = generate(run, 2, steps=2, sampler="euler", generator=torch.Generator().manual_seed(0), n_points=40,
                    label="mug", guidance_scale=2.0)  # guidance wraps the anchored sets: its null cond is per cloud
     assert out["points"].shape == (2, 40, 3) and set(calls) == {16} and len(calls) == 4
+    rows = []
+    run.denoiser = lambda x, sigma, cond=None: rows.append(x.shape[0]) or net(x, sigma, cond)
+    out = generate(run, 2, steps=1, sampler="euler", n_points=40)  # default context 8: 24 new points in 3 chunks
+    assert out["anchor_context"] == 8 and rows == [2 * (1 + 3)]
+    rows.clear()
+    run.config["sample"]["anchor_context"] = 12  # more context, 4 new points per chunk: 6 chunks
+    out = generate(run, 2, steps=1, sampler="euler", n_points=40)
+    assert out["anchor_context"] == 12 and rows == [2 * (1 + 6)]
+    run.config["sample"]["anchor_context"] = 16
+    with pytest.raises(ValueError, match="anchor context"):
+        generate(run, 1, steps=1, sampler="euler", n_points=40)
     run.config["sample"]["anchored"] = False  # a run can turn it off for good
     assert generate(run, 1, steps=1, sampler="euler", n_points=40)["anchored_set_size"] is None
