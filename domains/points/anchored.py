@@ -35,6 +35,12 @@ def chunk_sets(n_points: int, set_size: int, context: int,
     return torch.stack(rows), torch.stack(masks)
 
 
+def default_context(set_size: int) -> int:
+    """Three quarters of the set: on 100 held-out clouds (dpmpp_2m, 35 NFE) 192 of 256 gave 1-NNA-CD 57.5% (shapes)
+    and 59.5% (random_urdfs) against 66.5% and 73.0% with half; each chunk reads the shape from more anchor points."""
+    return max(1, min(set_size - 1, set_size * 3 // 4))
+
+
 def _repeat_cond(cond: Any, times: int) -> Any:
     """Each batch row of ``cond`` (None, a tensor or a dict of tensors) repeated ``times`` times in place."""
     if cond is None:
@@ -49,9 +55,9 @@ def _repeat_cond(cond: Any, times: int) -> Any:
 def anchored(denoiser: DenoiserFn, set_size: int, context: int | None = None, *,
              generator: torch.Generator | None = None) -> DenoiserFn:
     """``denoiser`` applied to [B, N, 3] clouds in sets of ``set_size`` points: the first ``set_size`` points alone
-    (the anchor), every other point in a chunk with ``context`` anchor points (default half the set). Clouds of at most
+    (the anchor), every other point in a chunk with ``context`` anchor points (default three quarters of the set). Clouds of at most
     ``set_size`` points go to ``denoiser`` unchanged. The context points of each chunk are drawn once per cloud size."""
-    context = set_size // 2 if context is None else context
+    context = default_context(set_size) if context is None else context
     if not 0 < context < set_size:
         raise ValueError(f"the anchor context must be in 1..{set_size - 1} points, got {context}")
     plans: dict[int, tuple[Tensor, Tensor, Tensor]] = {}

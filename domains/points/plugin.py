@@ -22,7 +22,7 @@ from polydiff.domains.common.embeddings import NULL_LABEL, drop_label_cond, null
 from polydiff.plugins import hookimpl
 from polydiff.plugins.domain import Domain
 
-from .anchored import anchored
+from .anchored import anchored, default_context
 from .completion import complete
 from .data import MeshLoad, Normalization, PointSet, load_folder, load_set, sample_clouds, write_json
 from .files import preview_grid, write_clouds
@@ -191,7 +191,7 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
     under ``shape`` (its own bounding sphere is not the full shape's). A run trained on ``train_points``-point subsets
     denoises larger clouds in anchored sets of that size (``anchored.py``) when ``anchor`` (default: the run's
     ``sample.anchored``, true if unset) is true; ``sample.anchor_context`` sets how many anchor points each chunk
-    reads (default half the set)."""
+    reads (default three quarters of the set)."""
     p = sampling_spec(run.config)
     n_points = int(run.config["data"]["n_points"]) if n_points is None else int(n_points)
     if n_points < 1:
@@ -227,7 +227,7 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
     classes = list(p.classes)
     return {"points": points, "labels": labels.cpu().numpy(), "classes": classes,
             "normalization": p.normalization.to_dict(), "anchored_set_size": sets,
-            "anchor_context": (context or sets // 2) if sets else None}
+            "anchor_context": (context or default_context(sets)) if sets else None}
 
 
 def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> list[Path]:

@@ -158,12 +158,12 @@ def test_a_run_trained_on_subsets_samples_larger_clouds_in_anchored_sets(run_dir
     assert out["points"].shape == (2, 40, 3) and set(calls) == {16} and len(calls) == 4
     rows = []
     run.denoiser = lambda x, sigma, cond=None: rows.append(x.shape[0]) or net(x, sigma, cond)
-    out = generate(run, 2, steps=1, sampler="euler", n_points=40)  # default context 8: 24 new points in 3 chunks
-    assert out["anchor_context"] == 8 and rows == [2 * (1 + 3)]
-    rows.clear()
-    run.config["sample"]["anchor_context"] = 12  # more context, 4 new points per chunk: 6 chunks
-    out = generate(run, 2, steps=1, sampler="euler", n_points=40)
+    out = generate(run, 2, steps=1, sampler="euler", n_points=40)  # default context 12: 24 new points in 6 chunks
     assert out["anchor_context"] == 12 and rows == [2 * (1 + 6)]
+    rows.clear()
+    run.config["sample"]["anchor_context"] = 8  # less context, 8 new points per chunk: 3 chunks
+    out = generate(run, 2, steps=1, sampler="euler", n_points=40)
+    assert out["anchor_context"] == 8 and rows == [2 * (1 + 3)]
     run.config["sample"]["anchor_context"] = 16
     with pytest.raises(ValueError, match="anchor context"):
         generate(run, 1, steps=1, sampler="euler", n_points=40)
