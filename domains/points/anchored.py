@@ -55,8 +55,9 @@ def _repeat_cond(cond: Any, times: int) -> Any:
 def anchored(denoiser: DenoiserFn, set_size: int, context: int | None = None, *,
              generator: torch.Generator | None = None) -> DenoiserFn:
     """``denoiser`` applied to [B, N, 3] clouds in sets of ``set_size`` points: the first ``set_size`` points alone
-    (the anchor), every other point in a chunk with ``context`` anchor points (default three quarters of the set). Clouds of at most
-    ``set_size`` points go to ``denoiser`` unchanged. The context points of each chunk are drawn once per cloud size."""
+    (the anchor), every other point in a chunk with ``context`` anchor points (default three quarters of the set).
+    Clouds of at most ``set_size`` points go to ``denoiser`` unchanged. The context points of each chunk are drawn once
+    per cloud size."""
     context = default_context(set_size) if context is None else context
     if not 0 < context < set_size:
         raise ValueError(f"the anchor context must be in 1..{set_size - 1} points, got {context}")

@@ -227,7 +227,7 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
     classes = list(p.classes)
     return {"points": points, "labels": labels.cpu().numpy(), "classes": classes,
             "normalization": p.normalization.to_dict(), "anchored_set_size": sets,
-            "anchor_context": (context or default_context(sets)) if sets else None}
+            "anchor_context": (default_context(sets) if context is None else context) if sets else None}
 
 
 def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> list[Path]:
