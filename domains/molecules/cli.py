@@ -15,6 +15,12 @@ MolsOpt = Annotated[int, typer.Option("-n", "--n", min=1, help="Molecules: the f
                                                                 "split.")]
 
 
+InitOpt = Annotated[Optional[str], typer.Option(
+    "--init", help="noise (pure diffusion) or etkdg (SDEdit from ETKDGv3 embeddings); default: the run's.")]
+InitSigmaOpt = Annotated[Optional[float], typer.Option(
+    "--init-sigma", min=0.0, help="Noise level (Angstrom) the ETKDG starts are noised to; default: the run's.")]
+
+
 def _domain():
     from polydiff.plugins.manager import get_manager
 
@@ -36,7 +42,8 @@ def add_commands(app: typer.Typer) -> None:
                molecules: Annotated[int, typer.Option(
                    "--molecules", min=1, help="QM9 test-split molecules to use when no input is given.")] = 4,
                sampler: SamplerOpt = None, steps: StepsOpt = None, seed: SeedOpt = 0, device: DeviceOpt = "auto",
-               no_mirror_fix: Annotated[bool, typer.Option("--no-mirror-fix", help="Keep conformers of wrong handedness.")] = False) -> None:
+               no_mirror_fix: Annotated[bool, typer.Option("--no-mirror-fix", help="Keep conformers of wrong handedness.")] = False,
+               init: InitOpt = None, init_sigma: InitSigmaOpt = None) -> None:
         """Write OUT/<name>.sdf with K conformers (with H) and a PNG preview per molecule (no input: QM9 test ones)."""
         from .io import read_inputs
 
@@ -51,9 +58,10 @@ def add_commands(app: typer.Typer) -> None:
         r = open_run(_domain(), run, device)
         g = torch.Generator(device=r.device).manual_seed(seed)
         samples = _domain().generate(r, molecules, sampler=sampler, steps=steps, generator=g, inputs=items, k=k,
-                                     mirror_fix=not no_mirror_fix)
+                                     mirror_fix=not no_mirror_fix, init=init, init_sigma=init_sigma)
         write_samples(_domain(), samples, out, {"sampler": sampler or r.config["sample"]["sampler"],
                                                 "steps": steps or r.config["sample"]["steps"], "k": k, "seed": seed,
+                                                "init": init or r.config["sample"].get("init", "noise"),
                                                 "run": str(r.path)})
 
     @app.command("evaluate")
@@ -61,13 +69,14 @@ def add_commands(app: typer.Typer) -> None:
                  steps: StepsOpt = None, seed: SeedOpt = 0, device: DeviceOpt = "auto",
                  reference: Annotated[Optional[Path], typer.Option(help="SDF of 3D reference geometries (default: QM9 test split).")] = None,
                  min_heavy: Annotated[int, typer.Option(help="QM9 test molecules with at least this many heavy atoms.")] = 6,
-                 no_etkdg: Annotated[bool, typer.Option("--no-etkdg", help="Skip the RDKit ETKDGv3 baseline.")] = False) -> None:
+                 no_etkdg: Annotated[bool, typer.Option("--no-etkdg", help="Skip the RDKit ETKDGv3 baseline.")] = False,
+                 init: InitOpt = None, init_sigma: InitSigmaOpt = None) -> None:
         """Min-over-K heavy-atom RMSD (median, mean, coverage at 0.5 A, time per conformer) vs. ETKDGv3."""
         if reference is not None and not reference.is_file():
             raise typer.BadParameter(f"{reference} does not exist", param_hint="--reference")
         r = open_run(_domain(), run, device)
         g = torch.Generator(device=r.device).manual_seed(seed)
         metrics = _domain().evaluate(r, sampler=sampler, steps=steps, n=n, generator=g, k=k, min_heavy=min_heavy,
-                                     reference=reference, etkdg=not no_etkdg)
+                                     reference=reference, etkdg=not no_etkdg, init=init, init_sigma=init_sigma)
         for key, v in metrics.items():
             typer.echo(f"{key}: {v:.4g}" if isinstance(v, float) else f"{key}: {v}")

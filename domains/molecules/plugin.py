@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from polydiff.core.schedules import make_grid
 from polydiff.plugins import hookimpl
 from polydiff.plugins.domain import Batch, Domain
 
@@ -20,7 +21,7 @@ from .data import ConformerDataset, collate_batch, qm9_subset
 from .graph import com_free_noise
 from .io import MolInput, read_sdf, with_conformers, write_sdf
 from .metrics import benchmark, etkdg_method
-from .sampling import sample_conformers, stereo_ok
+from .sampling import etkdg_starts, sample_conformers, stereo_ok
 
 if TYPE_CHECKING:
     from .network import ConformerNet
@@ -63,21 +64,50 @@ def build_network(cfg: dict[str, Any]) -> ConformerNet:
 
 def generate(run, n: int, *, sampler: str | None = None, steps: int | None = None,
              generator: torch.Generator | None = None, inputs: list[MolInput] | None = None, k: int = 5,
-             mirror_fix: bool = True, progress: bool = False) -> dict[str, Any]:
-    """K conformers for each usable input molecule (default: the first n test-split QM9 molecules)."""
+             mirror_fix: bool = True, progress: bool = False, init: str | None = None,
+             init_sigma: float | None = None) -> dict[str, Any]:
+    """K conformers for each usable input molecule (default: the first n test-split QM9 molecules).
+
+    ``init`` (default: the run's ``sample.init``, else ``"noise"``): ``"noise"`` samples from pure noise down the run's
+    grid; ``"etkdg"`` starts from K ETKDGv3 embeddings noised to ``init_sigma`` Angstrom (``sample.init_sigma``) and
+    runs the same number of steps from there (SDEdit); molecules ETKDG cannot embed K times start from noise.
+    """
     if inputs is None:
         test = build_dataset({**run.config["data"], "limit": n}, "test")
         inputs = [MolInput(f"qm9_{int(test.qm9.arrays['index'][m])}", _no_conf(test.qm9.mol(int(m))))
                   for m in test.mols]
+    s = run.config["sample"]
+    init = init or s.get("init", "noise")
+    if init not in ("noise", "etkdg"):
+        raise ValueError(f"unknown init {init!r}; use 'noise' or 'etkdg'")
     usable = [item for item in inputs if item.mol is not None]
     graphs = [featurize(item.mol) for item in usable]
+    method = sampler or s["sampler"]
     t0 = time.perf_counter()
-    confs = sample_conformers(run.denoiser, graphs, k, run.sigmas(steps), sampler or run.config["sample"]["sampler"],
-                              generator=generator, device=run.device, mirror_fix=mirror_fix) if graphs else []
+    starts: list = [None] * len(usable)
+    if init == "etkdg" and usable:
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device if generator else "cpu"))
+        starts = etkdg_starts([item.mol for item in usable], k, seed)
+    confs: list = [None] * len(usable)
+    sigma_start = float(init_sigma or s.get("init_sigma", 0.5))
+    if init == "etkdg" and not 0 < sigma_start <= s["sigma_max"]:
+        raise ValueError(f"init_sigma must be in (0, {s['sigma_max']}] Angstrom; got {sigma_start}")
+    for seeded in (True, False):
+        idx = [i for i, a in enumerate(starts) if (a is not None) == seeded]
+        if not idx:
+            continue
+        sigmas = make_grid(s["grid"], steps or s["steps"], s["sigma_min"], sigma_start, schedule=run.schedule,
+                           device=run.device) if seeded else run.sigmas(steps)
+        out = sample_conformers(run.denoiser, [graphs[i] for i in idx], k, sigmas, method, generator=generator,
+                                device=run.device, mirror_fix=mirror_fix,
+                                init=[starts[i] for i in idx] if seeded else None)
+        for i, c in zip(idx, out):
+            confs[i] = c
     seconds = time.perf_counter() - t0
     return {"molecules": [(item.name, with_conformers(item.mol, c)) for item, c in zip(usable, confs)],
             "errors": [(item.name, item.error) for item in inputs if item.mol is None],
             "stereo_ok": [sum(stereo_ok(p, g) for p in c) / k for c, g in zip(confs, graphs)],
+            "etkdg_started": sum(a is not None for a in starts),
             "sec_per_conformer": seconds / max(1, len(graphs) * k)}
 
 
@@ -99,13 +129,18 @@ def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> li
     info["errors"] = {name: err for name, err in samples["errors"]}
     info["stereo_ok"] = {name: s for (name, _), s in zip(samples["molecules"], samples["stereo_ok"])}
     info["sec_per_conformer"] = samples["sec_per_conformer"]
+    info["etkdg_started"] = samples["etkdg_started"]
     return files
 
 
 def evaluate(run, *, sampler: str | None = None, steps: int | None = None, n: int = 200,
              generator: torch.Generator | None = None, k: int = 5, min_heavy: int = 6,
-             reference: Path | None = None, etkdg: bool = True) -> dict[str, float]:
-    """Min-over-K heavy-atom RMSD to reference geometries (QM9 test split, or a 3D SDF), model and ETKDGv3."""
+             reference: Path | None = None, etkdg: bool = True, init: str | None = None,
+             init_sigma: float | None = None) -> dict[str, float]:
+    """Min-over-K heavy-atom RMSD to reference geometries (QM9 test split, or a 3D SDF), model and ETKDGv3.
+
+    ``init``/``init_sigma`` as in ``generate``; ``model_etkdg_started`` is the fraction of molecules started from ETKDG.
+    """
     if reference is not None:
         items = read_sdf(reference, need_3d=True)
         for item in items:
@@ -118,12 +153,14 @@ def evaluate(run, *, sampler: str | None = None, steps: int | None = None, n: in
     if not refs:
         raise ValueError("no usable reference molecules to evaluate on")
     stereo: list[float] = []
+    started: list[int] = []
 
     def model_method(mols, kk):
         samples = generate(run, len(mols), sampler=sampler, steps=steps, generator=generator,
                            inputs=[MolInput(m.GetProp("_Name") if m.HasProp("_Name") else str(i), m)
-                                   for i, m in enumerate(mols)], k=kk)
+                                   for i, m in enumerate(mols)], k=kk, init=init, init_sigma=init_sigma)
         stereo.extend(samples["stereo_ok"])
+        started.append(samples["etkdg_started"])
         return [mol for _, mol in samples["molecules"]]
 
     methods = {"model": model_method}
@@ -136,6 +173,7 @@ def evaluate(run, *, sampler: str | None = None, steps: int | None = None, n: in
             metrics[f"{name}_{key}"] = r[key]
     metrics["n_molecules"] = len(refs)
     metrics["model_stereo_ok"] = sum(stereo) / max(1, len(stereo))
+    metrics["model_etkdg_started"] = sum(started) / len(refs)
     return metrics
 
 

@@ -56,6 +56,15 @@ def test_train_sample_evaluate(tmp_path, qm9_cache, monkeypatch):
     assert "missing.smi does not exist" in res.output and "unknown file type" in res.output
     assert len(list(Chem.SDMolSupplier(str(tmp_path / "t" / "c1ccccc1O.sdf"), removeHs=False))) == 2
     assert (tmp_path / "t" / "CCO.sdf").is_file()
+    res = runner.invoke(app, ["molecules", "sample", "--smiles", "CCO", "--smiles", "CC(=O)N", "--run", str(run), "-k", "2",
+                              "--steps", "2", "--init", "etkdg", "--init-sigma", "0.3", "--out", str(tmp_path / "e"),
+                              "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    info = json.loads((tmp_path / "e" / "samples.json").read_text())
+    assert info["init"] == "etkdg" and info["etkdg_started"] == 2
+    res = runner.invoke(app, ["molecules", "sample", "--smiles", "CCO", "--run", str(run), "--init", "rdkit",
+                              "--device", "cpu"])
+    assert res.exit_code != 0 and "unknown init 'rdkit'" in str(res.exception)
     res = runner.invoke(app, ["molecules", "sample", "--smiles", "C1CC", "--run", str(run), "--device", "cpu"])
     assert res.exit_code == 2 and "none of the inputs is a usable molecule" in res.output
 

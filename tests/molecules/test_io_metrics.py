@@ -14,7 +14,10 @@ from polydiff.domains.molecules.io import read_inputs, read_sdf, read_smi, with_
 from polydiff.domains.molecules.metrics import (benchmark, etkdg_conformers, etkdg_method, format_table, heavy_rmsd,
                                                 min_rmsd, summarize)
 from polydiff.domains.molecules.preview import conformers_png
-from polydiff.domains.molecules.sampling import fix_mirror, stereo_ok
+from polydiff.core.schedules import karras_sigmas
+from polydiff.domains.molecules.model import ConformerDenoiser
+from polydiff.domains.molecules.network import ConformerNet
+from polydiff.domains.molecules.sampling import etkdg_starts, fix_mirror, sample_conformers, stereo_ok
 
 
 def test_smi_file_with_bad_lines(tmp_path):
@@ -114,3 +117,23 @@ def test_mirror_fix_restores_handedness():
     check = with_conformers(mol, fixed[None])
     Chem.AssignStereochemistryFrom3D(check)
     assert Chem.MolToSmiles(Chem.RemoveHs(check)) == Chem.MolToSmiles(Chem.RemoveHs(mol))
+
+
+def test_etkdg_start_at_a_tiny_noise_level_keeps_the_embeddings():
+    """SDEdit from ETKDG: starting at sigma 1e-3 the denoiser (c_skip ~ 1, c_out ~ sigma) returns the starts."""
+    torch.manual_seed(0)
+    den = ConformerDenoiser(ConformerNet(scalars=8, vectors=2, layers=1, lmax=1, num_rbf=4)).eval()
+    mols = [parse_smiles("C[C@H](O)C#N"), parse_smiles("c1ccccc1O")]
+    starts = etkdg_starts(mols, 3, seed=1)
+    assert [s.shape for s in starts] == [(3, m.GetNumAtoms(), 3) for m in mols]
+    assert np.abs(starts[0][0] - starts[0][1]).max() > 0.1  # K different embeddings
+    graphs = [featurize(m) for m in mols]
+    g = torch.Generator().manual_seed(0)
+    tiny = karras_sigmas(3, 1e-4, 1e-3)
+    out = sample_conformers(den, graphs, 3, tiny, "heun", generator=g, init=starts, mirror_fix=False)
+    for got, start in zip(out, starts):
+        assert np.abs(got - start).max() < 0.02
+    far = sample_conformers(den, graphs, 3, karras_sigmas(3, 1e-3, 5.0), "heun", generator=g, init=starts)
+    assert np.abs(far[1] - starts[1]).max() > 0.5
+    with pytest.raises(ValueError, match="one \\[k, n_atoms, 3\\] array"):
+        sample_conformers(den, graphs, 2, tiny, init=starts)
