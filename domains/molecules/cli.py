@@ -70,13 +70,16 @@ def add_commands(app: typer.Typer) -> None:
                  reference: Annotated[Optional[Path], typer.Option(help="SDF of 3D reference geometries (default: QM9 test split).")] = None,
                  min_heavy: Annotated[int, typer.Option(help="QM9 test molecules with at least this many heavy atoms.")] = 6,
                  no_etkdg: Annotated[bool, typer.Option("--no-etkdg", help="Skip the RDKit ETKDGv3 baseline.")] = False,
-                 init: InitOpt = None, init_sigma: InitSigmaOpt = None) -> None:
+                 init: InitOpt = None, init_sigma: InitSigmaOpt = None,
+                 split: Annotated[str, typer.Option(help="QM9 split without --reference: test, or val to choose "
+                                                         "settings.")] = "test") -> None:
         """Min-over-K heavy-atom RMSD (median, mean, coverage at 0.5 A, time per conformer) vs. ETKDGv3."""
         if reference is not None and not reference.is_file():
             raise typer.BadParameter(f"{reference} does not exist", param_hint="--reference")
         r = open_run(_domain(), run, device)
         g = torch.Generator(device=r.device).manual_seed(seed)
         metrics = _domain().evaluate(r, sampler=sampler, steps=steps, n=n, generator=g, k=k, min_heavy=min_heavy,
-                                     reference=reference, etkdg=not no_etkdg, init=init, init_sigma=init_sigma)
+                                     reference=reference, etkdg=not no_etkdg, init=init, init_sigma=init_sigma,
+                                     split=split)
         for key, v in metrics.items():
             typer.echo(f"{key}: {v:.4g}" if isinstance(v, float) else f"{key}: {v}")
