@@ -4,10 +4,13 @@ Data: QM9 (qm9pack), test split (Index % 20 == 0), molecules with >= ``--min-hea
 evenly spread over the split (QM9 is ordered by size, so the first ones would be the smallest).
 Metric: per molecule the min over K conformers of the heavy-atom RMSD to the DFT geometry after symmetry-aware
 alignment (RDKit GetBestRMS); median and mean of that minimum, coverage at 0.5 A, time per conformer.
-Peer: ETKDGv3 with the same K. The model uses ``--steps`` Heun intervals (2 * steps - 1 denoiser evaluations).
+Peer: ETKDGv3 with the same K. The model (default: the shipped checkpoint) starts from ETKDG embeddings noised to the
+run's ``init_sigma`` (SDEdit, the run's Heun steps) and, as a second row, from pure noise (``--noise-steps``); a Heun
+run of s intervals costs 2 s - 1 denoiser evaluations per conformer.
 
-    python benchmarks/molecules_vs_etkdg.py --run runs/molecules --n 200 --k 5 --steps 25
-    python benchmarks/molecules_vs_etkdg.py --n 200 --k 5            # ETKDG alone (no run)
+    python benchmarks/molecules_vs_etkdg.py --n 200 --k 5
+    python benchmarks/molecules_vs_etkdg.py --run runs/molecules --inits noise --noise-steps 25
+    python benchmarks/molecules_vs_etkdg.py --run none --n 200 --k 5            # ETKDG alone
 """
 from __future__ import annotations
 
@@ -25,12 +28,15 @@ from polydiff.domains.molecules.qm9 import load_qm9
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", default=None, help="run folder of `polydiff molecules train` (omit: ETKDG only)")
+    p.add_argument("--run", default="shipped", help="run folder of `polydiff molecules train`, shipped (default) or none")
+    p.add_argument("--inits", default="etkdg,noise", help="model starts to compare: etkdg and/or noise")
+    p.add_argument("--init-sigma", type=float, default=None, help="noise level of the ETKDG starts (default: the run's)")
+    p.add_argument("--noise-steps", type=int, default=25, help="Heun intervals from pure noise")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--min-heavy", type=int, default=6)
     p.add_argument("--subsample", type=int, default=1, help="use the QM9 subset of the quick preset (e.g. 10)")
-    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--steps", type=int, default=None, help="Heun intervals from the ETKDG starts (default: the run's)")
     p.add_argument("--sampler", default="heun")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -47,22 +53,27 @@ def main() -> None:
           f"({sum(qm9.skipped.values())} of {len(qm9) + sum(qm9.skipped.values())} QM9 rows skipped at parsing)")
 
     methods = {"etkdg": etkdg_method(args.seed)}
-    if args.run:
+    if args.run != "none":
         from polydiff.domains.molecules.io import MolInput
         from polydiff.plugins.manager import get_manager
         from polydiff.plugins.runs import load_run
 
         domain = get_manager().domain("molecules")
-        run = load_run(domain, args.run, args.device)
+        run = load_run(domain, None if args.run == "shipped" else args.run, args.device)
         gen = torch.Generator(device=run.device).manual_seed(args.seed)
 
-        def model(mols, k):
-            inputs = [MolInput(str(i), m) for i, m in enumerate(mols)]
-            out = domain.generate(run, len(mols), sampler=args.sampler, steps=args.steps, generator=gen, inputs=inputs,
-                                  k=k)
-            return [m for _, m in out["molecules"]]
+        def model(init: str, steps: int):
+            def method(mols, k):
+                inputs = [MolInput(str(i), m) for i, m in enumerate(mols)]
+                out = domain.generate(run, len(mols), sampler=args.sampler, steps=steps, generator=gen, inputs=inputs,
+                                      k=k, init=init, init_sigma=args.init_sigma)
+                return [m for _, m in out["molecules"]]
+            return method
 
-        methods[f"polydiff({nfe(args.sampler, args.steps)} NFE)"] = model
+        for init in args.inits.split(","):
+            steps = (args.steps or run.config["sample"]["steps"]) if init == "etkdg" else args.noise_steps
+            start = f"ETKDG+{args.init_sigma or run.config['sample']['init_sigma']:g}A" if init == "etkdg" else "noise"
+            methods[f"polydiff {start} ({nfe(args.sampler, steps)} NFE)"] = model(init, steps)
     t0 = time.time()
     results = benchmark(refs, methods, k=args.k)
     print(format_table(results))

@@ -97,9 +97,9 @@ def etkdg_method(seed: int = 0) -> Generator:
 
 def format_table(results: dict[str, dict[str, float]], threshold: float = 0.5) -> str:
     """A plain-text table of ``benchmark`` results, one row per method."""
-    head = f"{'method':<18}{'n':>6}{'median A':>10}{'mean A':>9}{f'cov@{threshold}':>10}{'failed':>8}{'ms/conf':>10}"
+    head = f"{'method':<30}{'n':>6}{'median A':>10}{'mean A':>9}{f'cov@{threshold}':>10}{'failed':>8}{'ms/conf':>10}"
     lines = [head, "-" * len(head)]
     for name, r in results.items():
-        lines.append(f"{name:<18}{r['n']:>6}{r['median']:>10.3f}{r['mean']:>9.3f}{100 * r['coverage']:>9.1f}%"
+        lines.append(f"{name:<30}{r['n']:>6}{r['median']:>10.3f}{r['mean']:>9.3f}{100 * r['coverage']:>9.1f}%"
                      f"{r['failed']:>8}{1000 * r['sec_per_conformer']:>10.1f}")
     return "\n".join(lines)
