@@ -92,8 +92,17 @@ CASES = {
 }
 
 
+@pytest.fixture
+def one_thread():
+    """A 2-D MLP gains nothing from more threads, and oversubscribed threads stall it (5x) on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_small_mlp_learns_8_gaussians_with_each_loss(case):
+def test_a_small_mlp_learns_8_gaussians_with_each_loss(case, one_thread):
     """1500 steps on CPU; energy distance to held-out data below 0.05, 0.1 for x0 (the untrained model is above 1)."""
     torch.manual_seed(0)
     c = CASES[case]
