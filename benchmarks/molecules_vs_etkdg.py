@@ -28,9 +28,11 @@ from polydiff.domains.molecules.qm9 import load_qm9
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", default="shipped", help="run folder of `polydiff molecules train`, shipped (default) or none")
+    p.add_argument("--run", default="shipped",
+                   help="run folder of `polydiff molecules train`, shipped (default) or none")
     p.add_argument("--inits", default="etkdg,noise", help="model starts to compare: etkdg and/or noise")
-    p.add_argument("--init-sigma", type=float, default=None, help="noise level of the ETKDG starts (default: the run's)")
+    p.add_argument("--init-sigma", type=float, default=None,
+                   help="noise level of the ETKDG starts (default: the run's)")
     p.add_argument("--noise-steps", type=int, default=25, help="Heun intervals from pure noise")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--k", type=int, default=5)

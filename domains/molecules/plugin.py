@@ -95,6 +95,9 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
         raise ValueError(f"unknown init {init!r}; use 'noise' or 'etkdg'")
     usable = [item for item in inputs if item.mol is not None]
     graphs = [featurize(item.mol) for item in usable]
+    sigma_start = float(init_sigma or s.get("init_sigma", 0.3))
+    if init == "etkdg" and not 0 < sigma_start <= s["sigma_max"]:
+        raise ValueError(f"init_sigma must be in (0, {s['sigma_max']}] Angstrom; got {sigma_start}")
     method = sampler or s["sampler"]
     t0 = time.perf_counter()
     starts: list = [None] * len(usable)
@@ -102,9 +105,6 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device if generator else "cpu"))
         starts = etkdg_starts([item.mol for item in usable], k, seed)
     confs: list = [None] * len(usable)
-    sigma_start = float(init_sigma or s.get("init_sigma", 0.5))
-    if init == "etkdg" and not 0 < sigma_start <= s["sigma_max"]:
-        raise ValueError(f"init_sigma must be in (0, {s['sigma_max']}] Angstrom; got {sigma_start}")
     for seeded in (True, False):
         idx = [i for i, a in enumerate(starts) if (a is not None) == seeded]
         if not idx:
@@ -152,8 +152,8 @@ def evaluate(run, *, sampler: str | None = None, steps: int | None = None, n: in
              init_sigma: float | None = None, split: str = "test") -> dict[str, float]:
     """Min-over-K heavy-atom RMSD to reference geometries (a QM9 split, or a 3D SDF), model and ETKDGv3.
 
-    Settings are chosen on ``split="val"``; the test split is for reporting only.
-    ``init``/``init_sigma`` as in ``generate``; ``model_etkdg_started`` is the fraction of molecules started from ETKDG.
+    Choose settings on ``split="val"``; the test split is for reporting. ``init``/``init_sigma`` as in ``generate``;
+    ``model_etkdg_started`` is the fraction of molecules started from ETKDG embeddings.
     """
     if reference is not None:
         items = read_sdf(reference, need_3d=True)

@@ -56,8 +56,8 @@ def test_train_sample_evaluate(tmp_path, qm9_cache, monkeypatch):
     assert "missing.smi does not exist" in res.output and "unknown file type" in res.output
     assert len(list(Chem.SDMolSupplier(str(tmp_path / "t" / "c1ccccc1O.sdf"), removeHs=False))) == 2
     assert (tmp_path / "t" / "CCO.sdf").is_file()
-    res = runner.invoke(app, ["molecules", "sample", "--smiles", "CCO", "--smiles", "CC(=O)N", "--run", str(run), "-k", "2",
-                              "--steps", "2", "--init", "etkdg", "--init-sigma", "0.3", "--out", str(tmp_path / "e"),
+    res = runner.invoke(app, ["molecules", "sample", "--smiles", "CCO", "--smiles", "CC(=O)N", "--run", str(run),
+                              "-k", "2", "--steps", "2", "--init", "etkdg", "--init-sigma", "0.3", "--out", str(tmp_path / "e"),
                               "--device", "cpu"])
     assert res.exit_code == 0, res.output
     info = json.loads((tmp_path / "e" / "samples.json").read_text())
