@@ -61,7 +61,6 @@ def add_commands(app: typer.Typer) -> None:
                                      mirror_fix=not no_mirror_fix, init=init, init_sigma=init_sigma)
         write_samples(_domain(), samples, out, {"sampler": sampler or r.config["sample"]["sampler"],
                                                 "steps": steps or r.config["sample"]["steps"], "k": k, "seed": seed,
-                                                "init": init or r.config["sample"].get("init", "noise"),
                                                 "run": str(r.path)})
 
     @app.command("evaluate")

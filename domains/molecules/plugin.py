@@ -120,7 +120,7 @@ def generate(run, n: int, *, sampler: str | None = None, steps: int | None = Non
     return {"molecules": [(item.name, with_conformers(item.mol, c)) for item, c in zip(usable, confs)],
             "errors": [(item.name, item.error) for item in inputs if item.mol is None],
             "stereo_ok": [sum(stereo_ok(p, g) for p in c) / k for c, g in zip(confs, graphs)],
-            "etkdg_started": sum(a is not None for a in starts),
+            "init": init, "etkdg_started": sum(a is not None for a in starts),
             "sec_per_conformer": seconds / max(1, len(graphs) * k)}
 
 
@@ -142,7 +142,7 @@ def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> li
     info["errors"] = {name: err for name, err in samples["errors"]}
     info["stereo_ok"] = {name: s for (name, _), s in zip(samples["molecules"], samples["stereo_ok"])}
     info["sec_per_conformer"] = samples["sec_per_conformer"]
-    info["etkdg_started"] = samples["etkdg_started"]
+    info["init"], info["etkdg_started"] = samples["init"], samples["etkdg_started"]
     return files
 
 
