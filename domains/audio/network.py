@@ -2,6 +2,10 @@
 
 Two layouts: ``2d`` treats the spectrogram as a one-channel picture; ``1d`` treats the mel bins as channels of a
 sequence over time (WaveGrad/DiffWave-style), several times cheaper for the same quality at 64 bins x 64 frames.
+
+Convolutions and attention are blind to absolute position, but clips are centred (a word sits mid-clip, silence at
+both ends): ``pos_channels`` sinusoidal channels of the frame index (and, in ``2d``, of the mel bin) are appended to
+the input so the network can place the word where the data put it.
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from polydiff.domains.common.unet import UNet
 @dataclass(frozen=True)
 class NetConfig:
     """U-Net sizes and layout (``2d`` or ``1d``); ``num_classes`` 0 gives an unconditional model (else a null class
-    is added for CFG); ``n_mels`` is the channel count of the ``1d`` layout."""
+    is added for CFG); ``n_mels`` is the channel count of the ``1d`` layout; ``pos_channels`` (even) position channels
+    per positional axis are appended to the input (0: none, as in models trained before they existed)."""
 
     base: int = 32
     mults: tuple[int, ...] = (1, 2, 2)
@@ -29,6 +34,7 @@ class NetConfig:
     sigma_data: float = 1.0
     layout: str = "2d"
     n_mels: int = 64
+    pos_channels: int = 0
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
@@ -44,6 +50,14 @@ class NetConfig:
         return cls(**d)
 
 
+def position_channels(length: int, channels: int, device: torch.device | None = None) -> torch.Tensor:
+    """[channels, length] cos/sin of the index at wavelengths 2*length, length, length/2, ... (smooth, unique)."""
+    t = torch.arange(length, device=device, dtype=torch.float32)
+    freqs = torch.pi / length * 2.0 ** torch.arange(channels // 2, device=device, dtype=torch.float32)
+    angles = freqs[:, None] * t[None]
+    return torch.cat([angles.cos(), angles.sin()])
+
+
 class MelUNet(nn.Module):
     """``F(x_in, c_noise, cond)`` on [B, 1, n_mels, frames]; ``cond`` is None or ``{"label": LongTensor[B]}``."""
 
@@ -53,7 +67,11 @@ class MelUNet(nn.Module):
             raise ValueError(f"network.layout must be '1d' or '2d', not {config.layout!r}")
         self.config = config
         one_d = config.layout == "1d"
-        self.unet = UNet(config.n_mels if one_d else 1, base=config.base, mults=config.mults, num_res=config.num_res,
+        channels = config.n_mels if one_d else 1
+        if config.pos_channels < 0 or config.pos_channels % 2:
+            raise ValueError(f"network.pos_channels must be an even number >= 0, not {config.pos_channels}")
+        extra = config.pos_channels * (1 if one_d else 2)
+        self.unet = UNet(channels + extra, channels, base=config.base, mults=config.mults, num_res=config.num_res,
                          attn_levels=config.attn_levels, num_classes=config.num_classes, dropout=config.dropout,
                          dims=1 if one_d else 2)
 
@@ -61,10 +79,23 @@ class MelUNet(nn.Module):
         if cond is not None and cond.get("label") is not None and self.config.num_classes == 0:
             raise ValueError("this audio model is unconditional; sample without a class")
         if self.config.layout == "2d":
-            return self.unet(x, c_noise, cond)
+            return self.unet(self._with_positions(x), c_noise, cond)
         if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] != self.config.n_mels:
             raise ValueError(f"this audio model needs [B, 1, {self.config.n_mels}, frames]; got {tuple(x.shape)}")
-        return self.unet(x[:, 0], c_noise, cond)[:, None]
+        return self.unet(self._with_positions(x[:, 0]), c_noise, cond)[:, None]
+
+    def _with_positions(self, x: torch.Tensor) -> torch.Tensor:
+        """Append the position channels: over frames ([B, C, frames]), or frames and bins ([B, 1, bins, frames])."""
+        k = self.config.pos_channels
+        if k == 0:
+            return x
+        b, frames = x.shape[0], x.shape[-1]
+        time = position_channels(frames, k, x.device).to(x.dtype)
+        if x.ndim == 3:
+            return torch.cat([x, time.expand(b, k, frames)], 1)
+        bins = x.shape[-2]
+        freq = position_channels(bins, k, x.device).to(x.dtype)
+        return torch.cat([x, time[:, None, :].expand(b, k, bins, frames), freq[:, :, None].expand(b, k, bins, frames)], 1)
 
 
 def build_denoiser(config: NetConfig = NetConfig()) -> Denoiser:

@@ -32,7 +32,8 @@ def presets() -> dict[str, dict[str, Any]]:
     2 takes), the shipped checkpoint's recipe (about 45 min on 2 CPU cores); ``full``: a larger 1D U-Net for a GPU."""
     quick = {
         "data": {"source": "digits", "n_voices": 10, "takes": 1},
-        "network": {"layout": "1d", "base": 64, "mults": [1, 2, 2], "num_res": 1, "attn_levels": [2], "dropout": 0.0},
+        "network": {"layout": "1d", "base": 64, "mults": [1, 2, 2], "num_res": 1, "attn_levels": [2], "dropout": 0.0,
+                    "pos_channels": 8},
         "diffusion": {"parameterization": "edm", "sigma_data": 1.0, "schedule": "edm", "weighting": "edm",
                       "cond_dropout": 0.1},
         "train": {"steps": 400, "batch_size": 16, "lr": 1e-3, "warmup": 50, "ema_decay": 0.99, "log_every": 20,
@@ -43,14 +44,15 @@ def presets() -> dict[str, dict[str, Any]]:
     cpu = {
         **quick,
         "data": {"source": "digits", "n_voices": 416, "takes": 2},
-        "network": {"layout": "1d", "base": 96, "mults": [1, 2, 2], "num_res": 1, "attn_levels": [2], "dropout": 0.0},
+        "network": {"layout": "1d", "base": 96, "mults": [1, 2, 2], "num_res": 1, "attn_levels": [2], "dropout": 0.0,
+                    "pos_channels": 8},
         "train": {"steps": 5000, "batch_size": 32, "lr": 6e-4, "warmup": 200, "ema_decay": 0.999, "log_every": 50,
                   "ckpt_every": 500},
     }
     full = {
         **cpu,
         "network": {"layout": "1d", "base": 128, "mults": [1, 2, 2], "num_res": 2, "attn_levels": [1, 2],
-                    "dropout": 0.1},
+                    "dropout": 0.1, "pos_channels": 8},
         "train": {"steps": 60000, "batch_size": 64, "lr": 2e-4, "warmup": 1000, "ema_decay": 0.9995,
                   "log_every": 100, "ckpt_every": 5000},
         "sample": {**quick["sample"], "gl_iters": 64},

@@ -7,7 +7,7 @@ from polydiff.core.samplers import sample
 from polydiff.core.schedules import karras_sigmas
 from polydiff.domains.audio.features import MelConfig
 from polydiff.domains.audio.inpainting import frame_span, inpaint_mask, parse_span
-from polydiff.domains.audio.network import MelUNet, NetConfig, build_denoiser, label_cond
+from polydiff.domains.audio.network import MelUNet, NetConfig, build_denoiser, label_cond, position_channels
 
 SMALL = NetConfig(base=8, mults=(1, 2), num_res=1, attn_levels=(1,), num_classes=10)
 
@@ -52,6 +52,30 @@ def test_1d_layout_reads_mel_bins_as_channels():
         net(torch.randn(2, 1, 64, 16), c)
     with pytest.raises(ValueError, match="layout"):
         MelUNet(NetConfig(layout="3d"))
+
+
+@pytest.mark.parametrize("layout", ["1d", "2d"])
+def test_position_channels_tell_the_network_where_it_is(layout):
+    """A constant input gives a constant output away from the edges unless position channels are appended."""
+    torch.manual_seed(0)
+    interior = {}
+    for k in (0, 8):
+        net = MelUNet(NetConfig(base=8, mults=(1, 2), num_res=1, attn_levels=(), num_classes=0, layout=layout,
+                                n_mels=16, pos_channels=k))
+        for p in net.parameters():
+            torch.nn.init.normal_(p, std=0.05)
+        out = net(torch.zeros(1, 1, 16, 256), torch.zeros(1))
+        interior[k] = out[..., 96:160].std(-1).max().item()
+    assert interior[0] < 1e-5 and interior[8] > 1e-3
+
+
+def test_position_channels_values():
+    pos = position_channels(64, 8)
+    assert pos.shape == (8, 64) and pos.abs().max() <= 1
+    assert torch.cdist(pos.T, pos.T).add(torch.eye(64)).min() > 0.05  # every frame has its own code
+    assert torch.all(pos[0, 1:] < pos[0, :-1])  # the longest wavelength is monotone over the clip
+    with pytest.raises(ValueError, match="pos_channels"):
+        MelUNet(NetConfig(pos_channels=3))
 
 
 def test_label_cond_validation():
