@@ -20,3 +20,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def load_shipped():
+    """``load_shipped(domain)``: the domain's shipped run on the CPU, loaded as ``sample`` does without --run; a
+    missing checkpoint fails the test (it must ship inside the package)."""
+    from polydiff.plugins.manager import get_manager
+    from polydiff.plugins.runs import load_run
+
+    def load(name: str):
+        domain = get_manager().domain(name)
+        if domain.shipped_run is None or not (domain.shipped_run / "config.json").is_file():
+            pytest.fail(f"the {name} checkpoint is not in the package")
+        return load_run(domain, None, "cpu")
+
+    return load

@@ -7,8 +7,6 @@ import pytest
 import torch
 
 from polydiff.domains.audio.features import LogMel
-from polydiff.plugins.manager import get_manager
-from polydiff.plugins.runs import load_run
 
 
 def energy_centres(log_mels: torch.Tensor, floor: float) -> torch.Tensor:
@@ -19,11 +17,8 @@ def energy_centres(log_mels: torch.Tensor, floor: float) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def shipped():
-    domain = get_manager().domain("audio")
-    if domain.shipped_run is None or not (domain.shipped_run / "config.json").is_file():
-        pytest.fail("the audio checkpoint is not in the package")
-    return load_run(domain, None, "cpu")
+def shipped(load_shipped):
+    return load_shipped("audio")
 
 
 def test_shipped_digits_are_centred_like_the_data(shipped, tiny_train):

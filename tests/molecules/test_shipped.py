@@ -6,16 +6,11 @@ import pytest
 import torch
 from rdkit import Chem
 
-from polydiff.plugins.manager import get_manager
-from polydiff.plugins.runs import load_run
 
 
 @pytest.fixture(scope="module")
-def shipped():
-    domain = get_manager().domain("molecules")
-    if domain.shipped_run is None or not (domain.shipped_run / "config.json").is_file():
-        pytest.fail("the molecules checkpoint is not in the package")
-    return load_run(domain, None, "cpu")
+def shipped(load_shipped):
+    return load_shipped("molecules")
 
 
 @pytest.fixture(scope="module")

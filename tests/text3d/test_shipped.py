@@ -3,16 +3,11 @@ import pytest
 import torch
 
 from polydiff.domains.text3d.data import BACKGROUND, COLORS
-from polydiff.plugins.manager import get_manager
-from polydiff.plugins.runs import load_run
 
 
 @pytest.fixture(scope="module")
-def prior():
-    domain = get_manager().domain("text3d")
-    if domain.shipped_run is None or not (domain.shipped_run / "config.json").is_file():
-        pytest.fail("the text3d prior checkpoint is not in the package")
-    return load_run(domain, None, "cpu")
+def prior(load_shipped):
+    return load_shipped("text3d")
 
 
 def _foreground_colour(images: torch.Tensor) -> torch.Tensor:
