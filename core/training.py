@@ -29,6 +29,9 @@ Tensor = torch.Tensor
 LossFn = Callable[[nn.Module, Any, torch.Generator], Tensor]
 
 
+LR_DECAYS = ("none", "cosine", "linear")
+
+
 @dataclass
 class TrainConfig:
     """Hyper-parameters of the loop (the domain's preset fills them)."""
@@ -39,6 +42,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     warmup: int = 0
+    lr_decay: str = "none"
+    decay_from: int = 0
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     seed: int = 0
@@ -47,6 +52,10 @@ class TrainConfig:
     num_workers: int = 0
     bf16: bool = True
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"unknown lr_decay {self.lr_decay!r}; choose one of {', '.join(LR_DECAYS)}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -58,6 +67,19 @@ class TrainConfig:
         if "betas" in values:
             values["betas"] = tuple(values["betas"])
         return cls(**values)
+
+
+def learning_rate(c: TrainConfig, step: int) -> float:
+    """The LR at ``step``: linear warm-up, constant up to ``decay_from``, then ``lr_decay`` down to 0 at ``steps``.
+
+    A run resumed with a longer ``steps`` and ``decay_from`` at its old end anneals exactly as a fresh run would.
+    """
+    lr = c.lr * min(1.0, (step + 1) / c.warmup) if c.warmup > 0 else c.lr
+    start = max(c.decay_from, c.warmup)
+    if c.lr_decay == "none" or step < start or c.steps <= start:
+        return lr
+    t = min(1.0, (step - start) / (c.steps - start))
+    return lr * (0.5 * (1.0 + math.cos(math.pi * t)) if c.lr_decay == "cosine" else 1.0 - t)
 
 
 def distributed_context() -> tuple[int, int]:
@@ -261,8 +283,7 @@ class Trainer:
 
     # ---- loop --------------------------------------------------------------------------------------------
     def _lr(self, step: int) -> float:
-        c = self.config
-        return c.lr * min(1.0, (step + 1) / c.warmup) if c.warmup > 0 else c.lr
+        return learning_rate(self.config, step)
 
     def fit(self, resume: bool = False) -> nn.Module:
         """Train to ``config.steps`` (continuing from the checkpoint with ``resume``); returns the EMA model."""

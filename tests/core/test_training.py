@@ -1,5 +1,6 @@
 """The shared training loop: exact resume after a hard kill, atomic checkpoints, metrics and plot, DDP."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -68,3 +69,21 @@ def test_ddp_two_processes_hold_identical_weights(tmp_path):
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k
     assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == 12
+
+
+def test_learning_rate_warms_up_holds_then_anneals_to_zero():
+    from polydiff.core.training import TrainConfig, learning_rate
+
+    flat = TrainConfig(steps=100, lr=1.0, warmup=10)
+    assert [learning_rate(flat, s) for s in (0, 4, 9, 50, 99)] == pytest.approx([0.1, 0.5, 1.0, 1.0, 1.0])
+    cos = TrainConfig(steps=100, lr=1.0, warmup=10, lr_decay="cosine", decay_from=60)
+    assert learning_rate(cos, 59) == 1.0 and learning_rate(cos, 60) == 1.0
+    assert learning_rate(cos, 80) == pytest.approx(0.5)  # halfway down the cosine
+    assert learning_rate(cos, 99) == pytest.approx(0.5 * (1 + math.cos(math.pi * 39 / 40)))
+    lin = TrainConfig(steps=100, lr=2.0, lr_decay="linear")  # decay_from 0: anneal over the whole run
+    assert [learning_rate(lin, s) for s in (0, 25, 75)] == pytest.approx([2.0, 1.5, 0.5])
+    # a run resumed with more steps and decay_from at its old end follows a fresh run of the same config exactly
+    resumed = TrainConfig(**{**cos.__dict__, "steps": 200, "decay_from": 100})
+    assert all(learning_rate(resumed, s) == learning_rate(flat, s) for s in range(100))
+    with pytest.raises(ValueError, match="unknown lr_decay 'step'; choose one of none, cosine, linear"):
+        TrainConfig(lr_decay="step")
