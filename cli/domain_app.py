@@ -49,6 +49,12 @@ def train_run(domain: Domain, out: Path, preset: str = "quick", config: Path | N
     return train(domain, cfg, out, device=str(dev), resume=resume, hooks=get_manager().hook)
 
 
+def trained_line(what: str, run: Run, out: Path, t0: float) -> str:
+    """The line ``train`` ends with: what was trained, with which preset (a resumed run's own), how long, where."""
+    preset = run.config.get("preset", "custom")
+    return f"trained {what} ({preset}) in {time.time() - t0:.0f} s -> {out} (loss plot: {out / 'loss.png'})"
+
+
 def write_samples(domain: Domain, samples: Any, out: Path, info: dict[str, Any]) -> list[Path]:
     """Save samples with the domain's writer, state ``info`` in ``out/samples.json``, tell plugins, print the files."""
     out.mkdir(parents=True, exist_ok=True)
@@ -78,8 +84,8 @@ def build_domain_app(domain: Domain) -> typer.Typer:
                       steps: TrainStepsOpt = None) -> None:
             """Train a model into a run folder (checkpoints, metrics.jsonl, loss.png)."""
             t0 = time.time()
-            train_run(domain, out, preset, config, device, seed, resume, steps)
-            typer.echo(f"trained {domain.name} ({preset}) in {time.time() - t0:.0f} s -> {out} (loss plot: {out / 'loss.png'})")
+            run = train_run(domain, out, preset, config, device, seed, resume, steps)
+            typer.echo(trained_line(domain.name, run, out, t0))
 
     if "sample" not in own:
         @app.command("sample")

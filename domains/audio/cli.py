@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import torch
 import typer
 
-from polydiff.cli.domain_app import open_run, train_run, write_samples
+from polydiff.cli.domain_app import open_run, train_run, trained_line, write_samples
 from polydiff.cli.options import (ConfigOpt, DeviceOpt, OutOpt, PresetOpt, ResumeOpt, RunOpt, SamplerOpt, ScaleOpt,
                                   SeedOpt, StepsOpt)
 
@@ -35,8 +35,8 @@ def add_commands(app: typer.Typer) -> None:
         """Train on spoken digits (or --folder); the log-mel normalisation is stored in the run's config."""
         t0 = time.time()
         override = {"data": {"source": "folder", "folder": str(folder)}} if folder is not None else None
-        train_run(_domain(), out, preset, config, device, seed, resume, steps, override)
-        typer.echo(f"trained audio ({preset}) in {time.time() - t0:.0f} s -> {out} (loss plot: {out / 'loss.png'})")
+        typer.echo(trained_line("audio", train_run(_domain(), out, preset, config, device, seed, resume, steps, override),
+                                out, t0))
 
     @app.command("sample")
     def sample(out: OutOpt = Path("samples") / "audio", run: RunOpt = None,

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import torch
 import typer
 
-from polydiff.cli.domain_app import open_run, train_run, write_samples
+from polydiff.cli.domain_app import open_run, train_run, trained_line, write_samples
 from polydiff.cli.options import (ConfigOpt, DeviceOpt, NumOpt, OutOpt, PresetOpt, ResumeOpt, RunOpt, SamplerOpt,
                                   ScaleOpt, SeedOpt, StepsOpt, TrainStepsOpt)
 from polydiff.plugins.runs import Run
@@ -106,9 +106,8 @@ def add_commands(app: typer.Typer) -> None:
                         steps: TrainStepsOpt = None) -> None:
         """Train the text-conditioned 2D prior on renders of the shapes (checkpoints, metrics.jsonl, loss.png)."""
         t0 = time.time()
-        train_prior(out, preset, config, device, seed, resume, steps)
-        typer.echo(f"trained the text3d prior ({preset}) in {time.time() - t0:.0f} s -> {out} "
-                   f"(loss plot: {out / 'loss.png'}); next: polydiff text3d generate 'a red mug' --run {out}")
+        run = train_prior(out, preset, config, device, seed, resume, steps)
+        typer.echo(trained_line("the text3d prior", run, out, t0) + f"; next: polydiff text3d generate 'a red mug' --run {out}")
 
     @app.command("sample-prior")
     def sample_prior_cmd(prompt: PromptArg = None, out: OutOpt = Path("samples") / "text3d-prior", run: RunOpt = None,

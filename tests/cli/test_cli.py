@@ -84,12 +84,15 @@ def test_resume_continues_a_run(toy_run, tmp_path):
     import shutil
 
     run = tmp_path / "run"
-    shutil.copytree(toy_run, run)
-    done = polydiff("toy", "train", "--out", run, "--resume", "--steps", "80", "--device", "cpu")
-    assert done.returncode == 0, done.stderr
     import json
 
+    shutil.copytree(toy_run, run)
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "preset": "full"}))  # as if trained with --preset full
+    done = polydiff("toy", "train", "--out", run, "--resume", "--steps", "80", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
     assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 80
+    assert "trained toy (full) in" in done.stdout  # the run's own preset, not the --preset default
 
 
 def test_export_ships_the_ema_weights_alone(toy_run, tmp_path):
