@@ -61,11 +61,11 @@ def main() -> None:
     n = a.n or len(p.test)
     labels = torch.arange(n) % p.train.num_classes
 
-    rows = [("real test clips", "-", score(judge, p.test_x, p.test.labels), 0.0)]
+    rows = [("real test clips", "-", score(judge, p.test_x, p.test.labels), 0.0, len(p.test))]
     t0 = time.perf_counter()
     _, resynth = reanalyse(p, p.test_x, a.gl_iters)
     rows.append((f"Griffin-Lim floor ({a.gl_iters} it)", "-", score(judge, resynth, p.test.labels),
-                 (time.perf_counter() - t0) / len(p.test)))
+                 (time.perf_counter() - t0) / len(p.test), len(p.test)))
 
     def ours(sampler: str, steps: int, count: int) -> None:
         g = torch.Generator(device=run.device).manual_seed(a.seed)
@@ -74,7 +74,8 @@ def main() -> None:
         out = generate(run, count, sampler=sampler, steps=steps, generator=g, labels=lab,
                        guidance_scale=a.guidance_scale, gl_iters=a.gl_iters)
         sec = (time.perf_counter() - t) / count
-        rows.append((f"ours {sampler} {steps} steps", str(nfe(sampler, steps)), score(judge, out["reanalysed"], lab), sec))
+        rows.append((f"ours {sampler} {steps} steps", str(nfe(sampler, steps)), score(judge, out["reanalysed"], lab), sec,
+                     count))
 
     if a.long_steps > 0:
         ours(a.long_sampler, a.long_steps, a.long_n or n)
@@ -82,20 +83,22 @@ def main() -> None:
 
     print(f"\nSC09-like spoken digits: {len(p.train)} train / {len(p.test)} test clips (test voices unheard), "
           f"judge accuracy on real test clips {judge.test_accuracy:.3f}; FID/NDB vs training features; run {a.run}")
-    head = f"{'set':34s} {'NFE':>5s} " + " ".join(f"{c:>10s}" for c in COLUMNS) + f" {'s/clip':>8s}"
+    head = f"{'set':34s} {'NFE':>5s} {'n':>5s} " + " ".join(f"{c:>10s}" for c in COLUMNS) + f" {'s/clip':>8s}"
     print(head)
     print("-" * len(head))
-    for name, k, m, sec in rows:
-        print(f"{name:34s} {k:>5s} " + " ".join(f"{m.get(c, float('nan')):10.4g}" for c in COLUMNS) + f" {sec:8.3f}")
+    for name, k, m, sec, count in rows:
+        print(f"{name:34s} {k:>5s} {count:5d} " + " ".join(f"{m.get(c, float('nan')):10.4g}" for c in COLUMNS) + f" {sec:8.3f}")
     floor, short = rows[1][2], rows[-1][2]
     print(f"\ngoal at {rows[-1][1]} NFE: accuracy within 10 points of the floor: "
           f"{'yes' if short['accuracy'] >= floor['accuracy'] - 0.10 else 'no'} "
           f"({short['accuracy']:.3f} vs {floor['accuracy']:.3f}); FID <= 2x floor: "
-          f"{'yes' if short['fid'] <= 2 * floor['fid'] else 'no'} ({short['fid']:.4g} vs {floor['fid']:.4g})")
+          f"{'yes' if short['fid'] <= 2 * floor['fid'] else 'no'} ({short['fid']:.4g} vs {floor['fid']:.4g})"
+          + ("" if n == len(p.test) else f"; FID of {n} clips against the floor's {len(p.test)}: fewer clips bias FID "
+                                           "upward, so judge the goal at the default n"))
     print(f"timings: training {t_train if t_train is None else round(t_train)} s, judge {t_judge:.0f} s; "
           f"device {run.device}")
     if a.out:
-        a.out.write_text(json.dumps({"rows": [{"set": r[0], "nfe": r[1], **r[2], "seconds_per_clip": r[3]} for r in rows],
+        a.out.write_text(json.dumps({"rows": [{"set": r[0], "nfe": r[1], **r[2], "seconds_per_clip": r[3], "n": r[4]} for r in rows],
                                      "judge_test_accuracy": judge.test_accuracy, "run": str(a.run)}, indent=2))
 
 
