@@ -7,7 +7,6 @@ import torch
 from rdkit import Chem
 
 
-
 @pytest.fixture(scope="module")
 def shipped(load_shipped):
     return load_shipped("molecules")
