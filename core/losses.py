@@ -7,13 +7,12 @@ Flow matching is the rectified-flow schedule with weight ((1+sigma)/sigma)^2 and
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from .broadcast import rows
-from .couplings import COUPLINGS
+from .couplings import Coupling, resolve_coupling
 from .noise import NoiseFn, gaussian
 from .schedules import LinearBeta, RectifiedFlow, Schedule
 
@@ -46,6 +45,21 @@ def _row_mean(err: Tensor) -> Tensor:
     return err.reshape(err.shape[0], -1).mean(1)
 
 
+def _draw_sigma(schedule: Schedule, x0: Tensor, group: Tensor | None, generator: torch.Generator | None) -> Tensor:
+    """One training sigma per sample, per row of x0: a ragged sample's rows (``group``) share their sample's sigma."""
+    n = x0.shape[0] if group is None else int(group.max()) + 1
+    sigma = schedule.sample_sigma(n, generator, x0.device)
+    return sigma if group is None else sigma[group]
+
+
+def _sample_mean(per_row: Tensor, group: Tensor | None) -> Tensor:
+    """Mean over samples of a per-row loss; a ragged sample's rows are averaged first so each sample counts once."""
+    if group is None:
+        return per_row.mean()
+    counts = torch.bincount(group).clamp(min=1).to(per_row.dtype)
+    return (per_row / counts[group]).sum() / counts.numel()
+
+
 def denoising_loss(denoiser, x0: Tensor, *, schedule: Schedule, weighting: str = "edm", sigma_data: float = 1.0,
                    cond: Any = None, sigma: Tensor | None = None, noise: NoiseFn | None = None,
                    group: Tensor | None = None, generator: torch.Generator | None = None, gamma: float = 5.0) -> Tensor:
@@ -56,36 +70,33 @@ def denoising_loss(denoiser, x0: Tensor, *, schedule: Schedule, weighting: str =
     centre of mass).
     """
     if sigma is None:
-        n = x0.shape[0] if group is None else int(group.max()) + 1
-        sigma = schedule.sample_sigma(n, generator, x0.device)
-        if group is not None:
-            sigma = sigma[group]
+        sigma = _draw_sigma(schedule, x0, group, generator)
     eps = (noise or gaussian)(x0, generator)
     x = x0 + rows(sigma, x0) * eps
     err = _row_mean((denoiser(x, sigma, cond).float() - x0.float()) ** 2)
-    w = weight(weighting, sigma.float(), sigma_data, gamma)
-    if group is None:
-        return (w * err).mean()
-    counts = torch.bincount(group).clamp(min=1).to(err.dtype)
-    return (w * err / counts[group]).sum() / counts.numel()
+    return _sample_mean(weight(weighting, sigma.float(), sigma_data, gamma) * err, group)
 
 
-def flow_matching_loss(denoiser, x0: Tensor, *, coupling: str | Callable[[Tensor, Tensor], Tensor] = "independent",
-                       schedule: RectifiedFlow | None = None, cond: Any = None,
-                       generator: torch.Generator | None = None) -> Tensor:
-    """Conditional flow matching (Lipman et al. 2023, Liu et al. 2022) with a coupling of data and noise.
+def flow_matching_loss(denoiser, x0: Tensor, *, coupling: str | Coupling = "independent",
+                       schedule: Schedule | None = None, cond: Any = None, group: Tensor | None = None,
+                       noise: NoiseFn | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """Conditional flow matching (Lipman et al. 2023, Liu et al. 2022) with a coupling of data and noise, a scalar.
 
-    Path x_t = (1 - t) x0 + t eps, target velocity eps - x0, t uniform (or logit-normal); coupling ``independent``
-    or ``ot`` (exact minibatch OT). In the sigma frame x = x_t / (1 - t) = x0 + sigma eps with sigma = t/(1 - t), and
-    the velocity MSE is ((1 + sigma)/sigma)^2 |D - x0|^2.
+    Path x_t = (1 - t) x0 + t eps, target velocity eps - x0, t from ``schedule`` (``RectifiedFlow``: uniform or
+    logit-normal) once per sample. In the sigma frame x = x_t / (1 - t) = x0 + sigma eps with sigma = t/(1 - t), and the
+    velocity MSE is ((1 + sigma)/sigma)^2 |D - x0|^2. ``noise`` replaces the Gaussian (e.g. zero centre of mass);
+    ``coupling`` names one of ``COUPLINGS`` (``independent``, ``ot``, ``ot_within``) or is a callable
+    ``couple(x0, eps, group=None)``. For ragged batches ``group`` maps each row to its sample (atom -> molecule): its
+    rows share one sigma, couplings stay within it, and each sample counts once in the mean, as in ``denoising_loss``.
     """
     schedule = schedule or RectifiedFlow()
-    couple = COUPLINGS[coupling] if isinstance(coupling, str) else coupling
-    eps = couple(x0, gaussian(x0, generator))
-    sigma = schedule.sample_sigma(x0.shape[0], generator, x0.device)
+    couple = resolve_coupling(coupling)
+    drawn = (noise or gaussian)(x0, generator)
+    eps = couple(x0, drawn) if group is None else couple(x0, drawn, group)
+    sigma = _draw_sigma(schedule, x0, group, generator)
     x = x0 + rows(sigma, x0) * eps
     err = _row_mean((denoiser(x, sigma, cond).float() - x0.float()) ** 2)
-    return (weight("flow", sigma.float()) * err).mean()
+    return _sample_mean(weight("flow", sigma.float()) * err, group)
 
 
 # ---- the variational bound of a discrete DDPM (Ho et al. 2020, eq. 5) ----------------------------------------
