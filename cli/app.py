@@ -9,17 +9,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import click
-import torch
 import typer
 
-from polydiff.core.samplers import SAMPLERS
-from polydiff.core.schedules import SCHEDULES
 from polydiff.plugins.manager import get_manager
-from polydiff.plugins.runs import load_run, resolve_config, resolve_device, train
 
-from .domain_app import build_domain_app, write_samples
+from .domain_app import build_domain_app
 from .errors import DEBUG, fail
-from .options import DeviceOpt, SeedOpt
 
 
 def _root() -> typer.Typer:
@@ -33,14 +28,17 @@ def _root() -> typer.Typer:
 
     @app.command("info")
     def info() -> None:
-        """Versions, devices, samplers, schedules and plugins."""
+        """Versions, devices, threads, and what the plugin manager holds: samplers, schedules, guidance, domains."""
+        import torch
+
+        from polydiff.plugins.runtime import threads
+
         typer.echo(f"polydiff {version('polydiff')}  python {platform.python_version()}  torch {torch.__version__}")
         cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-        typer.echo(f"devices: cpu ({torch.get_num_threads()} threads), cuda: {cuda}")
-        typer.echo(f"samplers: {', '.join(sorted(SAMPLERS))}")
-        typer.echo(f"schedules: {', '.join(sorted(SCHEDULES))}")
+        typer.echo(f"devices: cpu ({threads()} thread(s) by default; --threads N or POLYDIFF_THREADS), cuda: {cuda}")
         m = get_manager()
-        typer.echo(f"domains: {', '.join(sorted(m.domains)) or 'none'}")
+        for kind in ("samplers", "schedules", "guidance", "domains"):
+            typer.echo(f"{kind}: {', '.join(sorted(m.registry[kind])) or 'none'}")
         typer.echo(f"plugins: {', '.join(n for n, p in m.plugins.items() if not p.error and not p.disabled)}")
 
     @app.command("plugins")
@@ -56,41 +54,52 @@ def _root() -> typer.Typer:
                 typer.echo(f"{'':<12} {p.error}")
 
     @app.command("demo")
-    def demo(out: Annotated[Path, typer.Option("--out", help="Folder for every domain's files.")] = Path("demo-out"),
-             device: DeviceOpt = "auto", seed: SeedOpt = 0,
-             n: Annotated[int, typer.Option("-n", help="Samples per domain.")] = 8,
+    def demo(out: Annotated[Path, typer.Option("--out", help="Folder for every domain's files (must be new or "
+                                                "empty unless --overwrite).")] = Path("demo-out"),
+             device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+             seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+             n: Annotated[int, typer.Option("-n", min=1, help="Samples per domain.")] = 8,
              domains: Annotated[Optional[str], typer.Option("--domains", help="Comma-separated subset.")] = None,
-             train_steps: Annotated[int, typer.Option("--train-steps", help="Training steps for a domain that ships "
-                                                      "no checkpoint (its quick preset, shortened).")] = 40) -> None:
-        """A quick end-to-end pass over every domain: shipped checkpoint (or a short training run), samples, previews."""
+             threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch.")] = None,
+             overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier demo in --out.")] = False,
+             train_steps: Annotated[int, typer.Option("--train-steps", min=1, help="Training steps for a domain that "
+                                                      "ships no checkpoint (its quick preset, shortened).")] = 40) -> None:
+        """A quick end-to-end pass over every domain: shipped checkpoint (or a short training run), samples, previews.
+        Exits 1 when a domain fails or none is registered."""
+        from polydiff.plugins.outputs import write_samples
+        from polydiff.plugins.runs import load_run, resolve_config, train
+        from polydiff.plugins.runtime import resolve_device, set_threads
+
+        set_threads(threads)
         m = get_manager()
         names = [d.strip() for d in domains.split(",")] if domains else sorted(m.domains)
+        if not names:
+            raise RuntimeError("no domain is registered; see `polydiff plugins`")
         dev = resolve_device(device)
-        failures = 0
+        failures = []
         for name in names:
-            domain = m.domain(name)
             t0 = time.time()
             try:
+                domain = m.domain(name)
                 try:
                     run = load_run(domain, None, dev)
                     source = "shipped checkpoint"
                 except FileNotFoundError:
-                    cfg = resolve_config(domain, "quick")
-                    cfg["train"]["steps"] = min(train_steps, cfg["train"].get("steps", train_steps))
-                    cfg["train"]["ckpt_every"] = cfg["train"]["steps"]
+                    steps = min(train_steps, resolve_config(domain, "quick")["train"]["steps"])
+                    cfg = resolve_config(domain, "quick", {"train": {"steps": steps, "ckpt_every": steps}})
                     run = train(domain, cfg, out / name / "run", device=str(dev))
-                    source = f"{cfg['train']['steps']}-step training run (no shipped checkpoint: not representative)"
-                g = torch.Generator(device=run.device).manual_seed(seed)
-                options = {"n": n, **domain.demo}
-                samples = domain.generate(run, options.pop("n"), generator=g, **options)
-                files = write_samples(domain, samples, out / name, {"source": source, "seed": seed, "n": n})
+                    source = f"{steps}-step training run (no shipped checkpoint: not representative)"
+                kwargs = {"n": n, **domain.demo}
+                samples = run.sample(kwargs.pop("n"), seed=seed, **kwargs)
+                files = write_samples(domain, samples, out / name, record={"source": source, "run": str(run.path)},
+                                      overwrite=overwrite)
                 typer.echo(f"[{name}] {len(files)} files from the {source} in {time.time() - t0:.0f} s")
             except Exception as exc:  # one domain failing must not hide the others
-                failures += 1
+                failures.append(name)
                 typer.echo(f"[{name}] failed: {exc}", err=True)
         typer.echo(f"demo output: {out.resolve()}")
         if failures:
-            raise RuntimeError(f"{failures} domain(s) failed in the demo")
+            raise RuntimeError(f"the demo failed for {len(failures)} domain(s): {', '.join(failures)}")
 
     return app
 

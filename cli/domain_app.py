@@ -1,6 +1,9 @@
-"""The sub-app every domain gets: ``train``, ``sample``, ``evaluate`` and ``info``, built from its ``Domain``.
+"""Every domain's sub-app, built from its declarations: ``train``, ``sample``, ``evaluate``, ``export``, ``info`` and
+the domain's verbs (a built command under another name with some options fixed).
 
-A domain's own ``cli(app)`` runs first; any command it defines replaces the generic one of the same name.
+The options every domain shares are declared here once; a domain's own come from ``Domain.options`` (see
+``polydiff.plugins.options``). The actions call the same functions a Python script would (``train_folder``,
+``Run.sample``, ``write_samples``, ``Run.evaluate``, ``export_run``).
 """
 from __future__ import annotations
 
@@ -9,125 +12,244 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import torch
 import typer
 
-from polydiff.plugins.domain import Domain
-from polydiff.plugins.manager import get_manager
-from polydiff.plugins.runs import (Run, export_run, load_run, merge, read_config_file, resolve_config, resolve_device,
-                                   train)
+from polydiff.plugins.config import merge
+from polydiff.plugins.domain import Domain, Verb
+from polydiff.plugins.errors import OptionError, RunExistsError
+from polydiff.plugins.options import Field, Option, as_dict, build_options, fields_of
 
-from .options import (ConfigOpt, DeviceOpt, NumOpt, OutOpt, PresetOpt, ResumeOpt, RunOpt, SamplerOpt, SeedOpt, StepsOpt,
-                      TrainStepsOpt)
+from .declare import command
 
-
-def open_run(domain: Domain, run: Path | None, device: str):
-    """Load ``--run`` (or the shipped checkpoint) on ``--device``."""
-    return load_run(domain, run, resolve_device(device))
+SHARED = {"out", "run", "n", "sampler", "steps", "seed", "device", "threads", "label", "guidance_scale", "guidance",
+          "overwrite", "preset", "config", "data", "resume", "dtype"}
 
 
-def train_run(domain: Domain, out: Path, preset: str = "quick", config: Path | None = None, device: str = "auto",
-              seed: int = 0, resume: bool = False, steps: int | None = None,
-              override: dict[str, Any] | None = None) -> Run:
-    """What ``train`` does: resolve the preset (or the run's own config on ``resume``) with the TOML file's and
-    ``override``'s settings, record the command line in ``out/command.txt`` and train into ``out``."""
-    override = merge(read_config_file(config) if config else {}, override or {})
-    saved = out / "config.json"
-    if resume and saved.is_file():  # continue the run as it was configured, with this call's overrides
-        cfg = merge(json.loads(saved.read_text()), override)
-    else:
-        cfg = resolve_config(domain, preset, override)
-        cfg["train"]["seed"] = seed
-    if steps is not None:
-        cfg["train"]["steps"] = steps
-    dev = resolve_device(device)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "command.txt", "a") as f:
-        f.write(shlex.join(["polydiff", *sys.argv[1:]]) + "\n")
-    return train(domain, cfg, out, device=str(dev), resume=resume, hooks=get_manager().hook)
+def _f(name: str, tp: Any, default: Any, help: str, **spec: Any) -> Field:
+    return Field(name, tp, default, Option(help, **spec))
 
 
-def trained_line(what: str, run: Run, out: Path, t0: float) -> str:
-    """The line ``train`` ends with: what was trained, with which preset (a resumed run's own), how long, where."""
-    preset = run.config.get("preset", "custom")
-    return f"trained {what} ({preset}) in {time.time() - t0:.0f} s -> {out} (loss plot: {out / 'loss.png'})"
+def _common(domain: Domain, command_name: str) -> list[Field]:
+    """Options of the commands that compute: where, how many threads, which seed."""
+    return [_f("device", str, "auto", "auto, cpu or cuda."),
+            _f("threads", int | None, None, "CPU threads for torch (default: $POLYDIFF_THREADS, else 1).", min=1),
+            _f("seed", int, 0, "Random seed (results are reproducible for a seed).")]
 
 
-def write_samples(domain: Domain, samples: Any, out: Path, info: dict[str, Any]) -> list[Path]:
-    """Save samples with the domain's writer, state ``info`` in ``out/samples.json``, tell plugins, print the files."""
-    out.mkdir(parents=True, exist_ok=True)
-    files = domain.save_samples(samples, out, info)
-    (out / "samples.json").write_text(json.dumps(info, indent=2, default=str))
-    get_manager().hook.polydiff_sample_end(domain=domain.name, out_dir=out, files=files)
-    for f in files:
-        typer.echo(str(f))
-    return files
+def _drawing(domain: Domain, command_name: str) -> list[Field]:
+    """Options of the commands that draw samples from a run."""
+    count = domain.count(command_name)
+    guidance = sorted(_manager().guidance) + sorted(domain.guidance)
+    fields = [_f("run", Path | None, None, "Run folder from `train --out` (default: the shipped checkpoint)."),
+              _f("n", int | None, count.default, count.help, flags=count.flags, min=1),
+              _f("sampler", str | None, None, "Sampler name (see `polydiff info`); default: the run's."),
+              _f("steps", int | None, None, "Sampler steps (grid intervals); default: the run's.", min=1),
+              _f("guidance_scale", float | None, None, "Classifier-free guidance scale (1 = none); default: the run's."),
+              _f("guidance", str | None, None, f"Guidance method: {', '.join(guidance)}; default: the run's (cfg).")]
+    if domain.classes is not None and command_name == "sample":
+        fields.append(_f("label", str | None, None, domain.classes.help, flags=domain.classes.flags))
+    return fields
 
 
-def _command_names(app: typer.Typer) -> set[str]:
-    return {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
+def shared_fields(domain: Domain, command_name: str) -> list[Field]:
+    """The options every domain's ``command_name`` takes."""
+    if command_name == "train":
+        fields = [_f("out", Path, Path("runs") / domain.name, "Run folder to write."),
+                  _f("preset", str, "quick", "Configuration preset.", choices=tuple(domain.presets)),
+                  _f("config", Path | None, None, "TOML file whose keys override the preset.", exists=True),
+                  _f("resume", bool, False, "Continue the run in --out from its last checkpoint.", flags=("--resume",)),
+                  _f("overwrite", bool, False, "Replace the run in --out.", flags=("--overwrite",)),
+                  _f("steps", int | None, None, "Training steps (overrides the preset).", min=1),
+                  *_common(domain, command_name)]
+        if domain.data_source is not None:
+            ds = domain.data_source
+            fields.insert(1, _f("data", str | None, None, ds.help, flags=ds.flags))
+        return fields
+    if command_name == "sample":
+        return [_f("out", Path | None, None, "Folder to write into (default: a new numbered folder under "
+                   f"samples/{domain.name}/); it must be empty unless --overwrite."),
+                _f("overwrite", bool, False, "Replace the samples an earlier command wrote into --out.",
+                   flags=("--overwrite",)),
+                *_drawing(domain, command_name), *_common(domain, command_name)]
+    if command_name == "evaluate":
+        return [*_drawing(domain, command_name), *_common(domain, command_name),
+                _f("out", Path | None, None, "Also write the metrics to this JSON file (a new file)."),
+                _f("overwrite", bool, False, "Replace the --out JSON file.", flags=("--overwrite",))]
+    raise ValueError(f"no shared options for {command_name!r}")
+
+
+def _manager():
+    from polydiff.plugins.manager import get_manager
+
+    return get_manager()
+
+
+def _prepare(values: dict[str, Any]) -> Any:
+    """Apply threads and the device before torch does any work."""
+    from polydiff.plugins.runtime import resolve_device, set_threads
+
+    set_threads(values.get("threads"))
+    return resolve_device(values.get("device", "auto"))
+
+
+def _split(domain: Domain, command_name: str, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    own = {f.name for f in fields_of(domain.options.get(command_name))}
+    return {k: v for k, v in values.items() if k not in own}, {k: v for k, v in values.items() if k in own}
+
+
+def _command_line() -> str:
+    return shlex.join(["polydiff", *sys.argv[1:]])
+
+
+def train_action(domain: Domain) -> Any:
+    def act(values: dict[str, Any]) -> None:
+        shared, own = _split(domain, "train", values)
+        opts = build_options(domain.options.get("train"), own)
+        override: dict[str, Any] = {}
+        if shared.get("data") is not None:
+            try:
+                override = domain.data_source.to_config(shared["data"])
+            except ValueError as exc:
+                raise OptionError(domain.data_source.flags[0], str(exc)) from None
+        for f in fields_of(domain.options.get("train")):
+            value = getattr(opts, f.name)
+            if f.spec.config and value is not None and value != f.default:
+                section, key = f.spec.config.split(".", 1)
+                override = merge(override, {section: {key: value}})
+        device = _prepare(shared)
+        from polydiff.plugins.runs import train_folder
+
+        t0 = time.time()
+        out = shared["out"]
+        run = train_folder(domain, out, preset=shared["preset"], config_file=shared["config"], override=override,
+                           device=str(device), seed=shared["seed"], resume=shared["resume"],
+                           overwrite=shared["overwrite"], steps=shared["steps"], command=_command_line())
+        preset = run.config.get("preset", "custom")
+        typer.echo(f"trained {domain.name} ({preset}) in {time.time() - t0:.0f} s -> {out} "
+                   f"(loss plot: {out / 'loss.png'}); sample with --run {out}")
+
+    return act
+
+
+def _open(domain: Domain, shared: dict[str, Any]):
+    from polydiff.plugins.runs import load_run
+
+    device = _prepare(shared)
+    return load_run(domain, shared["run"], device)
+
+
+def sample_action(domain: Domain) -> Any:
+    def act(values: dict[str, Any]) -> None:
+        shared, own = _split(domain, "sample", values)
+        opts = build_options(domain.options.get("sample"), own)
+        from polydiff.plugins.folders import locked, prepare_sample_folder
+        from polydiff.plugins.outputs import sample_folder, write_samples
+
+        if shared["out"] is not None and shared["out"].is_file():
+            raise OptionError("--out", f"{shared['out']} is a file; give a folder")
+        run = _open(domain, shared)
+        out = sample_folder(domain, shared["out"])
+        with locked(out):  # held from the check to the last file: no other process writes here meanwhile
+            prepare_sample_folder(out, overwrite=shared["overwrite"])
+            samples = run.sample(shared["n"], label=shared.get("label"), sampler=shared["sampler"],
+                                 steps=shared["steps"], guidance=shared["guidance"],
+                                 guidance_scale=shared["guidance_scale"], seed=shared["seed"], progress=True,
+                                 **as_options(opts))
+            record = {"run": str(run.path), "class": shared.get("label"), "options": as_dict(opts),
+                      "command": _command_line()}
+            files = write_samples(domain, samples, out, record=record, overwrite=shared["overwrite"])
+        for f in files:
+            typer.echo(str(f))
+
+    return act
+
+
+def as_options(opts: Any) -> dict[str, Any]:
+    """An options instance back as keyword arguments."""
+    return {} if opts is None else {k: getattr(opts, k) for k in opts.__dataclass_fields__}
+
+
+def evaluate_action(domain: Domain) -> Any:
+    def act(values: dict[str, Any]) -> None:
+        shared, own = _split(domain, "evaluate", values)
+        opts = build_options(domain.options.get("evaluate"), own)
+        out = shared["out"]
+        if out is not None and out.exists() and not shared["overwrite"]:
+            raise RunExistsError(f"{out} exists; pass --overwrite to replace it or choose another --out")
+        run = _open(domain, shared)
+        metrics = run.evaluate(shared["n"], sampler=shared["sampler"], steps=shared["steps"],
+                               guidance=shared["guidance"], guidance_scale=shared["guidance_scale"],
+                               seed=shared["seed"], progress=True, **as_options(opts))
+        for k, v in metrics.items():
+            typer.echo(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            settings = run.settings(shared["sampler"], shared["steps"], shared["guidance"], shared["guidance_scale"],
+                                    shared["seed"])
+            out.write_text(json.dumps({"metrics": metrics, "run": str(run.path), "settings": settings.as_dict(),
+                                       "options": as_dict(opts), "command": _command_line()}, indent=2, default=str))
+
+    return act
+
+
+def _fields(domain: Domain, command_name: str, verb: Verb | None = None) -> list[Field]:
+    fields = shared_fields(domain, command_name) + fields_of(domain.options.get(command_name))
+    clash = {f.name for f in fields_of(domain.options.get(command_name))} & SHARED
+    if clash:
+        raise ValueError(f"domain {domain.name!r} redeclares shared option(s) {', '.join(sorted(clash))}")
+    return [f for f in fields if verb is None or f.name not in verb.fixed]
+
+
+ACTIONS = {"train": train_action, "sample": sample_action, "evaluate": evaluate_action}
+HELP = {"train": "Train a model into a run folder (checkpoints, metrics.jsonl, loss.png).",
+        "sample": "Draw samples and write them with a PNG preview and samples.json.",
+        "evaluate": "Print the domain's metrics for samples of the run against held-out data."}
+
+
+def _with_fixed(action: Any, fixed: dict[str, Any], required: str | None) -> Any:
+    def act(values: dict[str, Any]) -> None:
+        if required is not None and values.get(required) in (None, ""):
+            raise OptionError(required.upper(), "missing: give it as the first argument")
+        action({**values, **fixed})
+
+    return act
 
 
 def build_domain_app(domain: Domain) -> typer.Typer:
-    """The typer sub-app of ``domain``."""
+    """The typer sub-app of ``domain``, built from its declarations."""
     app = typer.Typer(help=domain.summary, no_args_is_help=True)
-    if domain.cli is not None:
-        domain.cli(app)
-    own = _command_names(app)
+    for name in ("train", "sample", "evaluate"):
+        app.command(name, help=HELP[name])(command(name, HELP[name], _fields(domain, name), ACTIONS[name](domain)))
+    for name, verb in domain.verbs.items():
+        act = _with_fixed(ACTIONS[verb.command](domain), verb.fixed, verb.argument)
+        app.command(name, help=verb.help)(command(name, verb.help, _fields(domain, verb.command, verb), act,
+                                                  argument=verb.argument))
 
-    if "train" not in own:
-        @app.command("train")
-        def train_cmd(out: OutOpt = Path("runs") / domain.name, preset: PresetOpt = "quick", config: ConfigOpt = None,
-                      device: DeviceOpt = "auto", seed: SeedOpt = 0, resume: ResumeOpt = False,
-                      steps: TrainStepsOpt = None) -> None:
-            """Train a model into a run folder (checkpoints, metrics.jsonl, loss.png)."""
-            t0 = time.time()
-            run = train_run(domain, out, preset, config, device, seed, resume, steps)
-            typer.echo(trained_line(domain.name, run, out, t0))
+    @app.command("export")
+    def export_cmd(run: Path = typer.Argument(..., help="Run folder from `train --out`."),
+                   out: Path = typer.Option(..., "--out", help="New folder for the shippable run."),
+                   dtype: str = typer.Option("float16", help="float16, bfloat16 or float32."),
+                   overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export in --out.")) -> None:
+        """Write a run's shippable form: config + EMA weights only (safetensors + JSON), loss plot, commands."""
+        from polydiff.plugins.runs import export_run
 
-    if "sample" not in own:
-        @app.command("sample")
-        def sample_cmd(out: OutOpt = Path("samples") / domain.name, run: RunOpt = None, n: NumOpt = 16,
-                       sampler: SamplerOpt = None, steps: StepsOpt = None, seed: SeedOpt = 0,
-                       device: DeviceOpt = "auto") -> None:
-            """Draw samples and write them with a PNG preview."""
-            r = open_run(domain, run, device)
-            g = torch.Generator(device=r.device).manual_seed(seed)
-            samples = domain.generate(r, n, sampler=sampler, steps=steps, generator=g, progress=True)
-            write_samples(domain, samples, out, {"sampler": sampler or r.config["sample"]["sampler"],
-                                                 "steps": steps or r.config["sample"]["steps"], "seed": seed,
-                                                 "run": str(r.path)})
+        export_run(run, out, dtype, overwrite=overwrite)
+        size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+        typer.echo(f"exported {run} -> {out} ({size / 1e6:.1f} MB, {dtype}); sample with --run {out}")
 
-    if "evaluate" not in own:
-        @app.command("evaluate")
-        def evaluate_cmd(run: RunOpt = None, n: NumOpt = 1000, sampler: SamplerOpt = None, steps: StepsOpt = None,
-                         seed: SeedOpt = 0, device: DeviceOpt = "auto") -> None:
-            """Print the domain's metrics for samples of the run against held-out data."""
-            r = open_run(domain, run, device)
-            g = torch.Generator(device=r.device).manual_seed(seed)
-            metrics = domain.evaluate(r, sampler=sampler, steps=steps, n=n, generator=g)
-            for k, v in metrics.items():
-                typer.echo(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
-
-    if "export" not in own:
-        @app.command("export")
-        def export_cmd(run: Annotated[Path, typer.Argument(help="Run folder from `train --out`.")], out: OutOpt,
-                       dtype: Annotated[str, typer.Option(help="float16, bfloat16 or float32.")] = "float16") -> None:
-            """Write a run's shippable form: config + EMA weights only (safetensors + JSON), loss plot, commands."""
-            export_run(run, out, dtype)
-            size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-            typer.echo(f"exported {run} -> {out} ({size / 1e6:.1f} MB, {dtype}); sample with --run {out}")
-
-    if "info" not in own:
-        @app.command("info")
-        def info_cmd() -> None:
-            """Show the domain's presets and whether it ships a checkpoint."""
-            typer.echo(f"{domain.name}: {domain.summary}")
-            typer.echo(f"presets: {', '.join(domain.presets)}")
-            shipped = domain.shipped_run is not None and (Path(domain.shipped_run) / "config.json").is_file()
-            typer.echo(f"shipped checkpoint: {domain.shipped_run if shipped else 'none'}")
-            typer.echo(f"primary metric: {domain.primary_metric} ({'lower' if domain.lower_is_better else 'higher'} is better)")
+    @app.command("info")
+    def info_cmd() -> None:
+        """Show the domain's presets, options and whether it ships a checkpoint."""
+        typer.echo(f"{domain.name}: {domain.summary}")
+        typer.echo(f"presets: {', '.join(domain.presets)}")
+        shipped = domain.shipped_run is not None and (Path(domain.shipped_run) / "config.json").is_file()
+        typer.echo(f"shipped checkpoint: {domain.shipped_run if shipped else 'none'}")
+        arrow = "lower" if domain.lower_is_better else "higher"
+        typer.echo(f"primary metric: {domain.primary_metric} ({arrow} is better)")
+        for cmd in ("train", "sample", "evaluate"):
+            own = [f.flag for f in fields_of(domain.options.get(cmd))]
+            typer.echo(f"{cmd} options of this domain: {', '.join(own) or 'none'}")
 
     return app

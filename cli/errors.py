@@ -4,15 +4,13 @@ from __future__ import annotations
 import os
 import sys
 
+from polydiff.plugins.errors import UsageError
+
 DEBUG = {"on": bool(os.environ.get("POLYDIFF_DEBUG"))}
 
 
-class UsageError(Exception):
-    """A user's input is wrong (exit code 2)."""
-
-
 def fail(exc: BaseException) -> int:
-    """Print one line for ``exc`` on stderr and return the exit code."""
+    """Print one line for ``exc`` on stderr and return the exit code (2 for a ``UsageError``, else 1)."""
     code = 2 if isinstance(exc, UsageError) else 1
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, KeyError) and message.startswith(("'", '"')):

@@ -34,7 +34,9 @@ def polydiff_register_schedules(register: Callable[[str, type], None]) -> None:
 
 @hookspec
 def polydiff_register_guidance(register: Callable[[str, Callable], None]) -> None:
-    """Register guidance methods: ``register(name, fn)`` with fn(denoiser, **options) -> denoiser."""
+    """Register guidance methods: ``register(name, fn)`` with ``fn(denoiser, scale, uncond) -> denoiser`` (as
+    ``polydiff.core.guidance.cfg``). ``sample --guidance NAME`` applies it, in every domain, whenever a condition is
+    given, with ``uncond`` the domain's null condition and ``scale`` from ``--guidance-scale``."""
 
 
 @hookspec
@@ -45,7 +47,8 @@ def polydiff_register_datasets(register: Callable[[str, str, Any], None]) -> Non
 
 @hookspec
 def polydiff_cli(app: Any) -> None:
-    """Add commands or sub-apps to the root typer ``app`` (domains get theirs from their Domain; this is for more)."""
+    """Add commands or sub-apps to the root typer ``app``: for tools beyond a domain (a domain's commands are built
+    from its declarations and need no CLI code)."""
 
 
 @hookspec

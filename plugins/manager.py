@@ -1,12 +1,15 @@
-"""The plugin manager: loads plugins from the entry-point group ``polydiff`` and keeps the registries.
+"""The plugin manager: loads plugins from the entry-point group ``polydiff`` and is the one registry.
 
-Each plugin is loaded and registered on its own: one that raises is reported by name in one line and the others keep
-working. ``POLYDIFF_DISABLE_PLUGINS=a,b`` blocks plugins by entry-point name. A name registered twice is refused with
-an error naming both plugins.
+Samplers, schedules, guidance methods, domains and data sets all live here; the core keeps its built-ins as plain
+constants and never reads plugin state. Each plugin is loaded and registered on its own: one that raises is reported
+by name in one line and the others keep working. ``POLYDIFF_DISABLE_PLUGINS=a,b`` blocks plugins by entry-point name.
+A name registered twice is refused with an error naming both plugins. Observers (``polydiff_train_step_end`` ...) are
+called through ``notify``: one that raises is named in one warning and not called again in this process.
 """
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -14,13 +17,12 @@ from typing import Any
 
 import pluggy
 
-from polydiff.core import samplers as core_samplers
-from polydiff.core import schedules as core_schedules
-
 from . import hookspecs
+from .errors import OptionError
 
 GROUP = "polydiff"
 DISABLE_ENV = "POLYDIFF_DISABLE_PLUGINS"
+CORE = "polydiff.core"
 
 
 @dataclass
@@ -37,8 +39,16 @@ class PluginInfo:
     disabled: bool = False
 
 
+def _builtins() -> dict[str, dict[str, Any]]:
+    """The core's samplers, schedules and guidance methods, registered under the owner ``polydiff.core``."""
+    from polydiff.core import guidance, samplers, schedules
+
+    return {"samplers": dict(samplers.SAMPLERS), "schedules": dict(schedules.SCHEDULES),
+            "guidance": {"cfg": guidance.cfg}}
+
+
 class PluginManager:
-    """Loads plugins once and holds what they registered: domains, samplers, schedules, guidance."""
+    """Loads plugins once and holds what they registered: domains, samplers, schedules, guidance, data sets."""
 
     KINDS = ("domains", "samplers", "schedules", "guidance", "datasets")
 
@@ -48,12 +58,15 @@ class PluginManager:
         self.plugins: dict[str, PluginInfo] = {}
         self.registry: dict[str, dict[str, Any]] = {k: {} for k in self.KINDS}
         self.owner: dict[tuple[str, str], str] = {}
-        for name in core_samplers.BUILTIN:
-            self.registry["samplers"][name] = core_samplers.SAMPLERS[name]
-            self.owner[("samplers", name)] = "polydiff.core"
+        self.silenced: set[str] = set()
+        for kind, items in _builtins().items():
+            for name, obj in items.items():
+                self.registry[kind][name] = obj
+                self.owner[(kind, name)] = CORE
         disabled = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
         if load_entry_points:
-            for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.dist.name != "polydiff" if e.dist else True, e.name)):
+            eps = sorted(entry_points(group=GROUP), key=lambda e: (e.dist.name != "polydiff" if e.dist else True, e.name))
+            for ep in eps:
                 dist = ep.dist.name if ep.dist else "?"
                 info = PluginInfo(ep.name, ep.value, dist, ep.dist.version if ep.dist else "?", dist == "polydiff")
                 self.plugins[ep.name] = info
@@ -82,8 +95,7 @@ class PluginManager:
             return
         for kind in self.KINDS:
             hook = getattr(self.pm.hook, f"polydiff_register_{kind}")
-            impls = [i for i in hook.get_hookimpls() if i.plugin_name == name]
-            for impl in impls:
+            for impl in [i for i in hook.get_hookimpls() if i.plugin_name == name]:
                 try:
                     impl.function(register=self._registrar(kind, name, info))
                 except Exception as exc:
@@ -105,10 +117,6 @@ class PluginManager:
             self.registry[kind][key] = obj
             self.owner[(kind, key)] = plugin
             info.provides.setdefault(kind, []).append(key)
-            if kind == "samplers":
-                core_samplers.SAMPLERS[key] = obj
-            elif kind == "schedules":
-                core_schedules.SCHEDULES[key] = obj
 
         return register
 
@@ -116,6 +124,36 @@ class PluginManager:
     @property
     def domains(self) -> dict[str, Any]:
         return self.registry["domains"]
+
+    @property
+    def samplers(self) -> dict[str, Callable[..., Any]]:
+        return self.registry["samplers"]
+
+    @property
+    def schedules(self) -> dict[str, type]:
+        return self.registry["schedules"]
+
+    @property
+    def guidance(self) -> dict[str, Callable[..., Any]]:
+        return self.registry["guidance"]
+
+    def _lookup(self, kind: str, name: str, option: str) -> Any:
+        if name not in self.registry[kind]:
+            known = ", ".join(sorted(self.registry[kind]))
+            raise OptionError(option, f"unknown {kind[:-1]} {name!r}; known: {known} (see `polydiff info`)")
+        return self.registry[kind][name]
+
+    def sampler(self, name: str) -> Callable[..., Any]:
+        """The sampler function registered as ``name``; a usage error listing the known ones otherwise."""
+        return self._lookup("samplers", name, "--sampler")
+
+    def schedule(self, name: str) -> type:
+        """The schedule class registered as ``name``."""
+        return self._lookup("schedules", name, "diffusion.schedule")
+
+    def guidance_method(self, name: str) -> Callable[..., Any]:
+        """The guidance method registered as ``name``: ``fn(denoiser, scale, uncond) -> denoiser``."""
+        return self._lookup("guidance", name, "--guidance")
 
     def datasets(self, domain: str) -> dict[str, Any]:
         """Data sets that plugins registered for ``domain``, by name."""
@@ -136,6 +174,19 @@ class PluginManager:
     @property
     def hook(self) -> Any:
         return self.pm.hook
+
+    # ---- observers -------------------------------------------------------------------------------------------
+    def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Call every plugin's ``hook_name`` observer; one that raises is named in one warning and silenced."""
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            if impl.plugin_name in self.silenced:
+                continue
+            try:
+                impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+            except Exception as exc:  # an observer must never stop the run it observes
+                self.silenced.add(impl.plugin_name)
+                print(f"warning: plugin {impl.plugin_name!r} raised in {hook_name}: {type(exc).__name__}: {exc}; "
+                      "it is not called again in this run", file=sys.stderr)
 
 
 _MANAGER: PluginManager | None = None

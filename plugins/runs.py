@@ -1,71 +1,49 @@
-"""Runs: train a domain into a run folder, and load a run folder back as a ready-to-sample denoiser.
+"""Runs: train a domain into a run folder, load a run folder back, and sample or evaluate it.
 
-A run folder holds ``config.json`` (the full configuration), ``checkpoint/`` (safetensors + JSON, see
-``polydiff.core.checkpoint``), ``metrics.jsonl`` and ``loss.png``. The same functions serve the CLI, ``polydiff demo``
-and Python scripts.
+A run folder holds ``config.json`` (the validated configuration, see ``plugins/config.py``), ``checkpoint/``
+(safetensors + JSON, see ``polydiff.core.checkpoint``), ``metrics.jsonl``, ``loss.png`` and ``command.txt``. ``Run``
+is what a loaded folder is: ``run.sample(...)`` and ``run.evaluate(...)`` serve the CLI, ``polydiff demo`` and scripts
+alike, with the domain's declared options as keyword arguments.
 """
 from __future__ import annotations
 
-import copy
 import json
 import shutil
-import tomllib
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from polydiff.core.checkpoint import load_checkpoint, save_checkpoint
 from polydiff.core.denoisers import Denoiser
 from polydiff.core.losses import denoising_loss, flow_matching_loss
 from polydiff.core.noise import NoiseFn, gaussian
 from polydiff.core.samplers import sample as core_sample
-from polydiff.core.schedules import Schedule, get_schedule, make_grid
-from polydiff.core.checkpoint import load_checkpoint, save_checkpoint
+from polydiff.core.schedules import Schedule, make_grid
 from polydiff.core.training import Trainer, TrainConfig, load_weights
 
-from .domain import Batch, Domain
-
-DEFAULT_DIFFUSION = {"parameterization": "edm", "sigma_data": 1.0, "schedule": "edm", "schedule_args": {},
-                     "objective": "dsm", "weighting": "edm", "coupling": "independent", "cond_dropout": 0.0}
-DEFAULT_SAMPLE = {"sampler": "heun", "steps": 20, "grid": "karras", "sigma_min": 0.002, "sigma_max": 80.0,
-                  "guidance_scale": 1.0}
-
-
-def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``override`` into a copy of ``base``."""
-    out = copy.deepcopy(base)
-    for k, v in override.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a TOML (or JSON) configuration file with a clear error."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    try:
-        if path.suffix == ".json":
-            return json.loads(path.read_text())
-        return tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot parse config file {path}: {exc}") from None
+from .config import merge, read_config_file, validate_config
+from .domain import Batch, Domain, EvaluateRequest, SampleRequest, Samples, SampleSettings
+from .errors import OptionError, UsageError
+from .folders import check_export_target, locked, prepare_train_folder, replace_folder
+from .manager import get_manager
+from .options import build_options
 
 
 def resolve_config(domain: Domain, preset: str = "quick", override: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A domain's preset with the defaults filled in and ``override`` merged on top."""
-    cfg = merge({"diffusion": DEFAULT_DIFFUSION, "sample": DEFAULT_SAMPLE, "train": {}, "data": {}, "network": {}},
-                domain.preset(preset))
-    cfg = merge(cfg, override or {})
+    """A domain's preset with ``override`` merged on top, validated, with every default filled in."""
+    cfg = merge(domain.preset(preset), override or {})
     cfg["domain"], cfg["preset"] = domain.name, preset
-    return cfg
+    return validate_config(cfg, domain.sections)
 
 
 def build_schedule(cfg: dict[str, Any]) -> Schedule:
+    """The training/grid schedule of a config, by its registered name."""
     d = cfg["diffusion"]
-    return get_schedule(d["schedule"], **d.get("schedule_args", {}))
+    return get_manager().schedule(d["schedule"])(**d.get("schedule_args", {}))
 
 
 def build_denoiser(domain: Domain, cfg: dict[str, Any]) -> Denoiser:
@@ -75,82 +53,110 @@ def build_denoiser(domain: Domain, cfg: dict[str, Any]) -> Denoiser:
 
 
 def default_loss(domain: Domain, cfg: dict[str, Any]):
-    """The loss the ``diffusion`` config describes: denoising score matching or flow matching."""
+    """The loss the ``diffusion`` section describes: denoising score matching or flow matching, with the domain's
+    noise and ragged ``group`` respected by both, and condition dropout for classifier-free guidance."""
+    if domain.loss is not None:
+        return lambda model, batch, generator: domain.loss(model, batch, generator, cfg)
     d = cfg["diffusion"]
     schedule = build_schedule(cfg)
 
     def loss(model: nn.Module, batch: Any, generator: torch.Generator) -> torch.Tensor:
-        if not isinstance(batch, Batch):
-            batch = Batch(batch)
+        batch = batch if isinstance(batch, Batch) else Batch(batch)
         cond = batch.cond
-        if d.get("cond_dropout", 0) > 0 and domain.drop_cond is not None and cond is not None:
+        if d["cond_dropout"] > 0 and domain.drop_cond is not None and cond is not None:
             cond = domain.drop_cond(cond, d["cond_dropout"], generator)
-        if d["objective"] == "flow":
-            return flow_matching_loss(model, batch.x0, coupling=d.get("coupling", "independent"), schedule=schedule,
-                                      cond=cond, generator=generator)
         noise = domain.noise(batch) if domain.noise is not None else None
+        if d["objective"] == "flow":
+            return flow_matching_loss(model, batch.x0, coupling=d["coupling"], schedule=schedule, cond=cond,
+                                      group=batch.group, noise=noise, generator=generator)
         return denoising_loss(model, batch.x0, schedule=schedule, weighting=d["weighting"], sigma_data=d["sigma_data"],
                               cond=cond, group=batch.group, noise=noise, generator=generator)
 
-    if domain.loss is not None:
-        return lambda model, batch, generator: domain.loss(model, batch, generator, cfg)
     return loss
 
 
+def with_fitted(domain: Domain, cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with its ``fitted`` section (the domain's facts fitted on the training data) computed if missing."""
+    if domain.fit_data is None or "fitted" in cfg:
+        return cfg
+    return {**cfg, "fitted": domain.fit_data(cfg["data"])}
+
+
 def train(domain: Domain, cfg: dict[str, Any], out: Path, *, device: str = "cpu", resume: bool = False,
-          hooks: Any = None, stop_after: int | None = None) -> "Run":
-    """Train ``domain`` with the resolved config ``cfg`` into the run folder ``out``; returns the trained Run."""
+          stop_after: int | None = None) -> "Run":
+    """Train ``domain`` with the resolved config ``cfg`` into the run folder ``out``; returns the trained Run.
+
+    Observers (``polydiff_train_step_end``, ``polydiff_train_end``) are told through the plugin manager."""
     out = Path(out)
-    if domain.fit_data is not None and "fitted" not in cfg:
-        cfg = {**cfg, "fitted": domain.fit_data(cfg["data"])}
-    torch.manual_seed(cfg["train"].get("seed", 0))
+    cfg = with_fitted(domain, cfg)
+    torch.manual_seed(cfg["train"]["seed"])
     denoiser = build_denoiser(domain, cfg)
     dataset = domain.build_dataset(cfg["data"], "train")
-    tcfg = TrainConfig.from_dict(cfg["train"])
-    step_end = (lambda step, loss: hooks.polydiff_train_step_end(run_dir=out, step=step, loss=loss)) if hooks else None
-    run_end = (lambda summary: hooks.polydiff_train_end(run_dir=out, summary=summary)) if hooks else None
-    trainer = Trainer(denoiser, default_loss(domain, cfg), dataset, out, tcfg, collate=domain.collate, device=device,
-                      run_config=cfg, on_step_end=step_end, on_run_end=run_end, stop_after=stop_after)
+    manager = get_manager()
+    trainer = Trainer(denoiser, default_loss(domain, cfg), dataset, out, TrainConfig.from_dict(cfg["train"]),
+                      collate=domain.collate, device=device, run_config=cfg,
+                      on_step_end=lambda step, loss: manager.notify("polydiff_train_step_end", run_dir=out, step=step,
+                                                                    loss=loss),
+                      on_run_end=lambda summary: manager.notify("polydiff_train_end", run_dir=out, summary=summary),
+                      stop_after=stop_after)
     ema = trainer.fit(resume=resume)
     return Run(domain, cfg, ema.eval(), out, torch.device(device))
+
+
+def train_folder(domain: Domain, out: Path, *, preset: str = "quick", config_file: Path | None = None,
+                 override: dict[str, Any] | None = None, device: str = "cpu", seed: int = 0, resume: bool = False,
+                 overwrite: bool = False, steps: int | None = None, command: str | None = None) -> "Run":
+    """What ``train`` does: resolve the preset (or on ``resume`` the run's own config) with the file's and
+    ``override``'s settings, guard the folder (see ``plugins/folders.py``), record ``command`` and train."""
+    out = Path(out)
+    override = merge(read_config_file(config_file) if config_file else {}, override or {})
+    if steps is not None:
+        override = merge(override, {"train": {"steps": steps}})
+    with locked(out):
+        prepare_train_folder(out, resume=resume, overwrite=overwrite)
+        saved = out / "config.json"
+        if resume and saved.is_file():  # continue the run as it was configured, with this call's overrides
+            cfg = validate_config(merge(json.loads(saved.read_text()), override), domain.sections)
+        else:
+            cfg = resolve_config(domain, preset, merge(override, {"train": {"seed": seed}}))
+        if command:
+            with open(out / "command.txt", "a") as f:
+                f.write(command + "\n")
+        return train(domain, cfg, out, device=device, resume=resume)
 
 
 EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def export_run(run_dir: Path, out: Path, dtype: str = "float16") -> Path:
+def export_run(run_dir: Path, out: Path, dtype: str = "float16", *, overwrite: bool = False) -> Path:
     """Write the shippable form of a run into ``out``: its config, the EMA weights alone cast to ``dtype`` (no optimizer
-    state, a quarter of the size in float16), and its loss plot, metrics and the commands that trained it."""
+    state, a quarter of the size in float16), and its loss plot, metrics and the commands that trained it. The folder
+    is written beside ``out`` and renamed into place; see ``plugins/folders.py`` for what it refuses."""
     run_dir, out = Path(run_dir), Path(out)
     if dtype not in EXPORT_DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(EXPORT_DTYPES)}")
+        raise OptionError("--dtype", f"unknown dtype {dtype!r}; use one of {', '.join(EXPORT_DTYPES)}")
     if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json); pass the --out of a `train`")
+        raise UsageError(f"{run_dir} is not a run folder (no config.json); pass the --out of a `train`")
     if out.resolve() == run_dir.resolve():
-        raise ValueError("export into a new folder, not the run itself")
+        raise UsageError("export into a new folder, not the run itself")
+    check_export_target(out, overwrite=overwrite)
     tensors, state = load_checkpoint(run_dir / "checkpoint", ("model",))
     weights = tensors.get("model", {})
     prefix = "ema." if any(k.startswith("ema.") for k in weights) else ""
     picked = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix) and (prefix or not k.startswith("ema."))}
     cast = {k: v.to(EXPORT_DTYPES[dtype]) if v.is_floating_point() else v for k, v in picked.items()}
-    out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / "checkpoint", {"model": cast},
-                    {"step": state.get("step"), "exported_from": str(run_dir), "dtype": dtype, "ema": bool(prefix)})
-    for name in ("config.json", "loss.png", "metrics.jsonl", "command.txt"):
-        if (run_dir / name).is_file():
-            shutil.copyfile(run_dir / name, out / name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        save_checkpoint(staged / "checkpoint", {"model": cast},
+                        {"step": state.get("step"), "exported_from": str(run_dir), "dtype": dtype, "ema": bool(prefix)})
+        for name in ("config.json", "loss.png", "metrics.jsonl", "command.txt"):
+            if (run_dir / name).is_file():
+                shutil.copyfile(run_dir / name, staged / name)
+        replace_folder(staged, out)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     return out
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available; asking for CUDA without it is a clear error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return torch.device(device)
 
 
 def load_run(domain: Domain, run_dir: Path | None = None, device: str | torch.device = "cpu") -> "Run":
@@ -163,10 +169,11 @@ def load_run(domain: Domain, run_dir: Path | None = None, device: str | torch.de
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json); pass the --out of a `train`")
+        raise UsageError(f"--run {run_dir} is not a run folder (no config.json); pass the --out of a `train`")
     cfg = json.loads(cfg_path.read_text())
     if cfg.get("domain") != domain.name:
-        raise ValueError(f"{run_dir} holds a {cfg.get('domain')!r} run, not {domain.name!r}")
+        raise UsageError(f"--run {run_dir} holds a {cfg.get('domain')!r} run, not {domain.name!r}")
+    cfg = validate_config(cfg, domain.sections)
     denoiser = build_denoiser(domain, cfg)
     load_weights(run_dir, denoiser, ema=True)
     device = torch.device(device)
@@ -175,41 +182,129 @@ def load_run(domain: Domain, run_dir: Path | None = None, device: str | torch.de
 
 @dataclass
 class Run:
-    """A trained model ready to sample: the domain, its config, the EMA denoiser and where it lives."""
+    """A trained model ready to sample: the domain, its validated config, the EMA denoiser and where it lives."""
 
     domain: Domain
     config: dict[str, Any]
     denoiser: nn.Module
     path: Path
     device: torch.device
+    _fitted: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def schedule(self) -> Schedule:
         return build_schedule(self.config)
 
-    def sigmas(self, steps: int | None = None, grid: str | None = None) -> torch.Tensor:
-        """The sampling grid of the run's config (``steps`` intervals), ending in 0."""
+    @property
+    def fitted(self) -> dict[str, Any]:
+        """The facts fitted on the training data (config ``fitted``; older runs: fitted again from their data)."""
+        if self._fitted is None:
+            self._fitted = with_fitted(self.domain, self.config).get("fitted", {})
+        return self._fitted
+
+    def sigmas(self, steps: int | None = None, grid: str | None = None, sigma_max: float | None = None) -> torch.Tensor:
+        """The sampling grid of the run's config (``steps`` intervals, from ``sigma_max``), ending in 0."""
         s = self.config["sample"]
-        return make_grid(grid or s["grid"], steps or s["steps"], s["sigma_min"], s["sigma_max"],
+        return make_grid(grid or s["grid"], steps or s["steps"], s["sigma_min"], sigma_max or s["sigma_max"],
                          schedule=self.schedule, device=self.device)
 
-    def guided(self, cond: Any = None, scale: float | None = None, denoiser: Any = None):
-        """The denoiser (or ``denoiser``, a wrapper of it) with classifier-free guidance at ``scale`` (config default)
-        when the domain has a null cond."""
-        from polydiff.core.guidance import cfg as cfg_guidance
+    # ---- settings, labels and guidance -------------------------------------------------------------------------
+    def settings(self, sampler: str | None = None, steps: int | None = None, guidance: str | None = None,
+                 guidance_scale: float | None = None, seed: int | None = None) -> SampleSettings:
+        """The run's sampling defaults with the given choices on top, each checked once (unknown names, steps < 1)."""
+        s = self.config["sample"]
+        sampler = sampler or s["sampler"]
+        get_manager().sampler(sampler)
+        if steps is not None and steps < 1:
+            raise OptionError("--steps", f"must be at least 1, got {steps}")
+        guidance = guidance or s["guidance"]
+        if guidance not in self.domain.guidance:
+            get_manager().guidance_method(guidance)
+        scale = float(s["guidance_scale"] if guidance_scale is None else guidance_scale)
+        return SampleSettings(sampler, int(steps or s["steps"]), guidance, scale, seed)
 
-        base = self.denoiser if denoiser is None else denoiser
-        scale = self.config["sample"].get("guidance_scale", 1.0) if scale is None else scale
-        if cond is None or self.domain.null_cond is None or scale == 1.0:
+    def class_names(self) -> list[str]:
+        """The run's class names ([] for an unconditional run or a domain without classes)."""
+        return list(self.domain.classes.names(self.config)) if self.domain.classes is not None else []
+
+    def labels(self, label: int | str | None, n: int) -> torch.Tensor | None:
+        """Labels [n] for ``label``: a class name or index, ``all`` (cycle through the classes), or None."""
+        if label is None:
+            return None
+        flag = self.domain.classes.flags[0] if self.domain.classes else "--class"
+        if self.domain.classes is None:
+            raise OptionError(flag, f"the {self.domain.name} domain has no class labels")
+        names = self.class_names()
+        if not names:
+            raise OptionError(flag, "this run is unconditional: sample without a class")
+        if label == "all":
+            return torch.arange(n) % len(names)
+        text = str(label)
+        if text.lstrip("-").isdigit():
+            idx = int(text)
+            if not 0 <= idx < len(names):
+                raise OptionError(flag, f"must be in 0..{len(names) - 1} ({', '.join(names)}) or 'all', got {idx}")
+        elif text in names:
+            idx = names.index(text)
+        else:
+            raise OptionError(flag, f"unknown class {text!r}; classes: {', '.join(names)} (or an index, or 'all')")
+        return torch.full((n,), idx, dtype=torch.long)
+
+    def guided(self, cond: Any, settings: SampleSettings, base: Any = None) -> Any:
+        """``base`` (default: the run's denoiser) with the settings' guidance method at its scale, when there is a
+        condition to guide by and the domain has a null condition; a domain's own methods are applied by the domain
+        on top of classifier-free guidance."""
+        base = self.denoiser if base is None else base
+        if cond is None or self.domain.null_cond is None or settings.guidance_scale == 1.0:
             return base
-        return cfg_guidance(base, scale, self.domain.null_cond(cond))
+        name = "cfg" if settings.guidance in self.domain.guidance else settings.guidance
+        return get_manager().guidance_method(name)(base, settings.guidance_scale, self.domain.null_cond(cond))
 
-    def sample(self, shape_like: torch.Tensor, *, cond: Any = None, sampler: str | None = None, steps: int | None = None,
-               noise: NoiseFn | None = None, generator: torch.Generator | None = None, denoiser: Any = None,
-               sigmas: torch.Tensor | None = None, progress: bool = False, **options) -> torch.Tensor:
-        """Draw samples shaped like ``shape_like``: noise at sigma_max, then the sampler down the grid."""
-        sigmas = self.sigmas(steps) if sigmas is None else sigmas
-        like = torch.empty_like(shape_like, device=self.device, dtype=torch.float32)
-        x = (noise or gaussian)(like, generator) * sigmas[0]
-        return core_sample(denoiser or self.guided(cond), x, sigmas, sampler or self.config["sample"]["sampler"],
-                           cond=cond, noise=noise, generator=generator, progress=progress, **options)
+    # ---- drawing ------------------------------------------------------------------------------------------------
+    def draw(self, like: torch.Tensor, request: SampleRequest, *, cond: Any = None, denoiser: Any = None,
+             noise: NoiseFn | None = None, sigmas: torch.Tensor | None = None) -> torch.Tensor:
+        """Samples shaped like ``like``: noise at the grid's first sigma, then the request's sampler down the grid
+        (``sigmas``, else the request's, else ``settings.steps`` of the run's grid), guided by ``cond``."""
+        if sigmas is None:
+            sigmas = request.sigmas if request.sigmas is not None else self.sigmas(request.settings.steps)
+        sigmas = sigmas.to(self.device)
+        blank = torch.empty(like.shape, device=self.device, dtype=torch.float32)
+        x = (noise or gaussian)(blank, request.generator) * sigmas[0]
+        den = self.guided(cond, request.settings) if denoiser is None else denoiser
+        method = get_manager().sampler(request.settings.sampler)
+        return core_sample(den, x, sigmas, method, cond=cond, noise=noise, generator=request.generator,
+                           progress=request.progress)
+
+    def generator(self, seed: int | None) -> torch.Generator:
+        """A generator on the run's device seeded with ``seed`` (0 when None)."""
+        return torch.Generator(device=self.device).manual_seed(0 if seed is None else int(seed))
+
+    def sample(self, n: int | None = None, *, label: int | str | None = None, labels: torch.Tensor | None = None,
+               sampler: str | None = None, steps: int | None = None, guidance: str | None = None,
+               guidance_scale: float | None = None, seed: int | None = None, generator: torch.Generator | None = None,
+               progress: bool = False, sigmas: torch.Tensor | None = None, **options: Any) -> Samples:
+        """Draw ``n`` samples (default: the domain's ``-n``) as ``Samples``; ``label`` is a class name, index or
+        ``all``, ``labels`` a class per sample; ``options`` are the domain's declared ``sample`` options."""
+        n = self.domain.count("sample").default if n is None else n
+        if n is None or n < 1:
+            raise OptionError(self.domain.count("sample").flags[0], f"must be at least 1, got {n}")
+        settings = self.settings(sampler, steps, guidance, guidance_scale, seed)
+        opts = build_options(self.domain.options.get("sample"), options)
+        if labels is None:
+            labels = self.labels(label, n)
+        request = SampleRequest(n, settings, generator or self.generator(seed), labels, opts, progress, sigmas)
+        samples = self.domain.generate(self, request)
+        samples.settings = settings
+        return samples
+
+    def evaluate(self, n: int | None = None, *, sampler: str | None = None, steps: int | None = None,
+                 guidance: str | None = None, guidance_scale: float | None = None, seed: int | None = None,
+                 generator: torch.Generator | None = None, progress: bool = False, **options: Any) -> dict[str, float]:
+        """The domain's metrics for samples of this run (``options``: the domain's declared ``evaluate`` options)."""
+        if n is not None and n < 1:
+            raise OptionError(self.domain.count("evaluate").flags[0], f"must be at least 1, got {n}")
+        settings = self.settings(sampler, steps, guidance, guidance_scale, seed)
+        opts = build_options(self.domain.options.get("evaluate"), options)
+        request = EvaluateRequest(n, settings, generator or self.generator(seed), opts, progress)
+        return self.domain.evaluate(self, request)
+
