@@ -141,8 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     except _click("Abort"):
         print("aborted", file=sys.stderr)
         sys.exit(1)
-    except _click("UsageError") as exc:
-        exc.show()
+    except _click("UsageError") as exc:  # click's own checks (types, ranges, unknown options): one line, exit 2
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        print(f"error: {exc.format_message()}{where}", file=sys.stderr)
         sys.exit(2)
     except Exception as exc:  # one line (exit 2 for our UsageError, 1 otherwise); --debug re-raises
         if DEBUG["on"]:

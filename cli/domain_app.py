@@ -7,6 +7,7 @@ The options every domain shares are declared here once; a domain's own come from
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import sys
@@ -22,9 +23,6 @@ from polydiff.plugins.errors import OptionError, RunExistsError
 from polydiff.plugins.options import Field, Option, as_dict, build_options, fields_of
 
 from .declare import command
-
-SHARED = {"out", "run", "n", "sampler", "steps", "seed", "device", "threads", "label", "guidance_scale", "guidance",
-          "overwrite", "preset", "config", "data", "resume", "dtype"}
 
 
 def _f(name: str, tp: Any, default: Any, help: str, **spec: Any) -> Field:
@@ -195,11 +193,15 @@ def evaluate_action(domain: Domain) -> Any:
 
 
 def _fields(domain: Domain, command_name: str, verb: Verb | None = None) -> list[Field]:
-    fields = shared_fields(domain, command_name) + fields_of(domain.options.get(command_name))
-    clash = {f.name for f in fields_of(domain.options.get(command_name))} & SHARED
+    shared = shared_fields(domain, command_name)
+    fields = shared + fields_of(domain.options.get(command_name))
+    clash = {f.name for f in fields_of(domain.options.get(command_name))} & {f.name for f in shared}
     if clash:
         raise ValueError(f"domain {domain.name!r} redeclares shared option(s) {', '.join(sorted(clash))}")
-    return [f for f in fields if verb is None or f.name not in verb.fixed]
+    if verb is None:
+        return fields
+    return [dataclasses.replace(f, default=verb.defaults.get(f.name, None if f.name == verb.argument else f.default))
+            for f in fields if f.name not in verb.fixed]
 
 
 ACTIONS = {"train": train_action, "sample": sample_action, "evaluate": evaluate_action}

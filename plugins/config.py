@@ -182,6 +182,12 @@ def validate_config(cfg: dict[str, Any], sections: dict[str, type]) -> dict[str,
     return out
 
 
+def fitted(cfg: dict[str, Any], fit_data: Any) -> dict[str, Any]:
+    """The run's facts fitted on its training data: its ``fitted`` section, or (a run from before fitted facts were
+    stored) ``fit_data(cfg["data"])`` computed again from the data."""
+    return cfg["fitted"] if cfg.get("fitted") else fit_data(cfg["data"])
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """A TOML (or JSON) file of config overrides; a missing or unparsable file is a ConfigError naming it."""
     path = Path(path)

@@ -79,6 +79,8 @@ class SampleRequest:
     ``labels`` [n] holds the class of each sample (``NULL_LABEL`` = unconditional) when the command named a class,
     else None and the domain chooses (unconditional, or its own default). ``options`` is an instance of the domain's
     declared ``sample`` options (None when it declares none). ``sigmas`` overrides the grid of ``settings.steps``.
+    ``explicit`` names the settings the caller chose (the others are the run's defaults), for a domain whose
+    setting means something else in one mode (text3d's distillation guidance scale).
     """
 
     n: int
@@ -88,6 +90,7 @@ class SampleRequest:
     options: Any = None
     progress: bool = False
     sigmas: "torch.Tensor | None" = None
+    explicit: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -102,10 +105,11 @@ class EvaluateRequest:
     generator: "torch.Generator | None" = None
     options: Any = None
     progress: bool = False
+    explicit: frozenset[str] = frozenset()
 
     def sample(self, n: int, labels: "torch.Tensor | None" = None, options: Any = None) -> SampleRequest:
         """The request for drawing ``n`` samples with these settings (evaluation's own generation)."""
-        return SampleRequest(n, self.settings, self.generator, labels, options, self.progress)
+        return SampleRequest(n, self.settings, self.generator, labels, options, self.progress, explicit=self.explicit)
 
 
 @dataclass
@@ -157,12 +161,14 @@ class Count:
 
 @dataclass(frozen=True)
 class Verb:
-    """A domain's extra command that is one of the built ones under another name: ``fixed`` option values, and
-    ``argument`` an option taken as a positional argument (text3d's ``generate PROMPT`` is ``sample``)."""
+    """A domain's extra command that is one of the built ones under another name: ``fixed`` option values (hidden),
+    ``defaults`` other defaults, and ``argument`` an option taken as a required positional argument (text3d's
+    ``generate PROMPT`` is ``sample --prompt PROMPT``)."""
 
     command: str
     help: str
     fixed: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
     argument: str | None = None
 
 

@@ -25,7 +25,7 @@ from polydiff.core.samplers import sample as core_sample
 from polydiff.core.schedules import Schedule, make_grid
 from polydiff.core.training import Trainer, TrainConfig, load_weights
 
-from .config import merge, read_config_file, validate_config
+from .config import fitted, merge, read_config_file, validate_config
 from .domain import Batch, Domain, EvaluateRequest, SampleRequest, Samples, SampleSettings
 from .errors import OptionError, UsageError
 from .folders import check_export_target, locked, prepare_train_folder, replace_folder
@@ -77,9 +77,9 @@ def default_loss(domain: Domain, cfg: dict[str, Any]):
 
 def with_fitted(domain: Domain, cfg: dict[str, Any]) -> dict[str, Any]:
     """``cfg`` with its ``fitted`` section (the domain's facts fitted on the training data) computed if missing."""
-    if domain.fit_data is None or "fitted" in cfg:
+    if domain.fit_data is None or cfg.get("fitted"):
         return cfg
-    return {**cfg, "fitted": domain.fit_data(cfg["data"])}
+    return {**cfg, "fitted": fitted(cfg, domain.fit_data)}
 
 
 def train(domain: Domain, cfg: dict[str, Any], out: Path, *, device: str = "cpu", resume: bool = False,
@@ -178,6 +178,10 @@ def load_run(domain: Domain, run_dir: Path | None = None, device: str | torch.de
     load_weights(run_dir, denoiser, ema=True)
     device = torch.device(device)
     return Run(domain, cfg, denoiser.to(device).eval(), run_dir, device)
+
+
+def _given(**settings: Any) -> frozenset[str]:
+    return frozenset(k for k, v in settings.items() if v is not None)
 
 
 @dataclass
@@ -292,7 +296,8 @@ class Run:
         opts = build_options(self.domain.options.get("sample"), options)
         if labels is None:
             labels = self.labels(label, n)
-        request = SampleRequest(n, settings, generator or self.generator(seed), labels, opts, progress, sigmas)
+        explicit = _given(sampler=sampler, steps=steps, guidance=guidance, guidance_scale=guidance_scale, seed=seed)
+        request = SampleRequest(n, settings, generator or self.generator(seed), labels, opts, progress, sigmas, explicit)
         samples = self.domain.generate(self, request)
         samples.settings = settings
         return samples
@@ -305,6 +310,7 @@ class Run:
             raise OptionError(self.domain.count("evaluate").flags[0], f"must be at least 1, got {n}")
         settings = self.settings(sampler, steps, guidance, guidance_scale, seed)
         opts = build_options(self.domain.options.get("evaluate"), options)
-        request = EvaluateRequest(n, settings, generator or self.generator(seed), opts, progress)
+        explicit = _given(sampler=sampler, steps=steps, guidance=guidance, guidance_scale=guidance_scale, seed=seed)
+        request = EvaluateRequest(n, settings, generator or self.generator(seed), opts, progress, explicit)
         return self.domain.evaluate(self, request)
 

@@ -2,37 +2,49 @@
 log-mels, with the normalisation fitted on the training clips (deterministic, so it can be recomputed or stored)."""
 from __future__ import annotations
 
-import functools
-import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
+from polydiff.domains.common.cache import by_config
 from polydiff.domains.common.datasets import LabelledTensors
+from polydiff.plugins.config import fitted
 
 from .clipset import ClipSet
 from .digits import DIGITS, DigitSetConfig, load_digits
 from .features import MelConfig, MelNormalizer, fit_normalizer, mels_of
 from .folder import load_folder
 
-DEFAULT_DATA: dict[str, Any] = {
-    "source": "digits", "folder": None, "n_voices": 10, "takes": 1, "seed": 0, "valid_fraction": 0.1,
-    "test_fraction": 0.2, "conditional": True, "n_mels": 64, "normalizer": None,
-}
+@dataclass
+class Data:
+    """The ``data`` section: the clips (built-in espeak digits or a folder), their split and the log-mel features."""
+
+    source: str = "digits"
+    """``digits`` (spoken digits synthesised with espeak-ng) or ``folder``."""
+    folder: str | None = None
+    """With ``source = "folder"``: a folder of .wav/.flac/.ogg clips whose sub-folders name the classes."""
+    n_voices: int = 10
+    takes: int = 1
+    seed: int = 0
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.2
+    conditional: bool = True
+    n_mels: int = 64
+    normalizer: dict | None = None
+    """A fixed log-mel normaliser (``MelNormalizer.to_dict()``); None fits one on the training clips."""
+
+    def __post_init__(self) -> None:
+        if self.source not in ("digits", "folder"):
+            raise ValueError(f"data.source must be 'digits' or 'folder', not {self.source!r}")
+        if self.source == "folder" and not self.folder:
+            raise ValueError("data.source 'folder' needs data.folder (a folder of .wav/.flac/.ogg files)")
+
 
 
 def data_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The data settings with defaults filled in; unknown keys are a clear error."""
-    unknown = set(cfg) - set(DEFAULT_DATA)
-    if unknown:
-        raise ValueError(f"unknown audio data setting(s): {', '.join(sorted(unknown))}; known: {', '.join(DEFAULT_DATA)}")
-    out = {**DEFAULT_DATA, **cfg}
-    if out["source"] not in ("digits", "folder"):
-        raise ValueError(f"data.source must be 'digits' or 'folder', not {out['source']!r}")
-    if out["source"] == "folder" and not out["folder"]:
-        raise ValueError("data.source 'folder' needs data.folder (a folder of .wav/.flac/.ogg files)")
-    return out
+    """The data settings with defaults filled in (a run's config already has them; tests pass partial ones)."""
+    return asdict(Data(**cfg))
 
 
 @dataclass
@@ -81,9 +93,8 @@ def load_clips(c: dict[str, Any]) -> tuple[ClipSet, ClipSet]:
     return _split_folder(clips, float(c["test_fraction"]), int(c["seed"]))
 
 
-@functools.lru_cache(maxsize=4)
-def _prepare(key: str) -> Prepared:
-    c = json.loads(key)
+@by_config()
+def _prepare(c: dict[str, Any]) -> Prepared:
     train, test = load_clips(c)
     if len(train) == 0 or len(test) == 0:
         raise ValueError(f"the audio set leaves an empty train ({len(train)}) or test ({len(test)}) part; add clips")
@@ -96,7 +107,7 @@ def _prepare(key: str) -> Prepared:
 
 def prepare(cfg: dict[str, Any]) -> Prepared:
     """Load (cached) and split the configured clips and normalise their log-mels."""
-    return _prepare(json.dumps(data_config(cfg), sort_keys=True))
+    return _prepare(data_config(cfg))
 
 
 @dataclass
@@ -116,13 +127,11 @@ def fit_data(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def sampling_spec(run_config: dict[str, Any]) -> Spec:
     """The run's ``Spec``, from its ``fitted`` section without touching the clips (older runs: from the data)."""
-    f = run_config.get("fitted")
-    if f is None:
-        d = data_config(run_config["data"])
-        if d["source"] == "digits" and d["normalizer"] is not None:
-            f = {"normalizer": d["normalizer"], "class_names": list(DIGITS), "conditional": bool(d["conditional"])}
-        else:
-            f = fit_data(run_config["data"])
+    d = data_config(run_config["data"])
+    if not run_config.get("fitted") and d["source"] == "digits" and d["normalizer"] is not None:
+        f = {"normalizer": d["normalizer"], "class_names": list(DIGITS), "conditional": bool(d["conditional"])}
+    else:
+        f = fitted(run_config, fit_data)
     return Spec(MelNormalizer.from_dict(f["normalizer"]), list(f["class_names"]), bool(f["conditional"]))
 
 

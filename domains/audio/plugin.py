@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +14,65 @@ from polydiff.core import guidance
 from polydiff.domains.common.datasets import collate_labelled
 from polydiff.domains.common.embeddings import NULL_LABEL, drop_label_cond, null_label_cond
 from polydiff.plugins import hookimpl
-from polydiff.plugins.domain import Domain
+from polydiff.plugins.domain import Classes, Count, DataSource, Domain, EvaluateRequest, SampleRequest, Samples
+from polydiff.plugins.errors import OptionError
+from polydiff.plugins.options import option
 
 from .clips import fit_length, load_audio, resample
-from .data import build_dataset, data_config, fit_data, prepare, sampling_spec
+from .data import Data, build_dataset, data_config, fit_data, prepare, sampling_spec
 from .evaluation import get_judge, real_and_floor, reanalyse, score
 from .features import LogMel
-from .inpainting import inpaint_mask, parse_span
+from .inpainting import frame_span, inpaint_mask, parse_span
 from .network import MelUNet, NetConfig
 from .previews import save_clips
 
 
 SHIPPED = Path(__file__).parent / "checkpoints" / "digits"
+
+
+@dataclass
+class Network:
+    """The ``network`` section: the mel U-Net (``network.py``'s ``NetConfig`` without what the data decide)."""
+
+    layout: str = "2d"
+    base: int = 32
+    mults: tuple[int, ...] = (1, 2, 2)
+    num_res: int = 1
+    attn_levels: tuple[int, ...] = (2,)
+    dropout: float = 0.0
+    pos_channels: int = 0
+
+
+@dataclass
+class SampleExtras:
+    """Audio's own keys of the ``sample`` section."""
+
+    gl_iters: int = 32
+    """Griffin-Lim iterations from mel to waveform."""
+
+
+def _span(text: str) -> str:
+    start, end = parse_span(str(text))
+    frame_span(start, end)
+    return str(text)
+
+
+@dataclass
+class SampleOptions:
+    """What audio's ``sample`` takes beyond the shared options."""
+
+    gl_iters: int | None = option(None, "Griffin-Lim iterations (default from the run).", min=1)
+    inpaint: Path | None = option(None, "Audio file whose --mask span is regenerated (the rest is kept).", exists=True)
+    mask: str | None = option(None, "START:END in seconds of the 1 s clip to regenerate, e.g. 0.3:0.6.", parse=_span)
+
+
+@dataclass
+class EvaluateOptions:
+    """What audio's ``evaluate`` takes beyond the shared options."""
+
+    gl_iters: int | None = option(None, "Griffin-Lim iterations (default from the run).", min=1)
+    classifier_epochs: int = option(20, "Epochs of the judge classifier (cached).", min=1)
+    floor: bool = option(True, "Also score real test clips and their Griffin-Lim floor.")
 
 
 def presets() -> dict[str, dict[str, Any]]:
@@ -71,25 +119,6 @@ def build_network(cfg: dict[str, Any]) -> MelUNet:
                              n_mels=int(d["n_mels"]), **net))
 
 
-def class_labels(p, label: int | str | None, n: int) -> torch.Tensor:
-    """Labels [n] for ``label``: a class index or name, ``all`` (cycle through the classes) or None (unconditional)."""
-    if label is None:
-        return torch.full((n,), NULL_LABEL, dtype=torch.long)
-    names = p.class_names
-    if not p.conditional:
-        raise ValueError("this run is unconditional: sample without --class")
-    if label == "all":
-        return torch.arange(n) % len(names)
-    if isinstance(label, str) and not label.lstrip("-").isdigit():
-        if label not in names:
-            raise ValueError(f"unknown class {label!r}; classes: {', '.join(names)} (or 'all')")
-        return torch.full((n,), names.index(label), dtype=torch.long)
-    idx = int(label)
-    if not 0 <= idx < len(names):
-        raise ValueError(f"--class must be in 0..{len(names) - 1} ({', '.join(names)}) or 'all'")
-    return torch.full((n,), idx, dtype=torch.long)
-
-
 def known_from_clip(p, path: str | Path, span: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(known, mask) normalised mels [1, 1, n_mels, frames] from an audio file and ``START:END`` seconds to redo.
 
@@ -105,77 +134,83 @@ def known_from_clip(p, path: str | Path, span: str) -> tuple[torch.Tensor, torch
     return inpaint_mask(known, *parse_span(span), cfg)
 
 
-def generate(run, n: int, *, sampler: str | None = None, steps: int | None = None,
-             generator: torch.Generator | None = None, label: int | str | None = None,
-             labels: torch.Tensor | None = None, guidance_scale: float | None = None, inpaint: str | Path | None = None,
-             mask: str | None = None, gl_iters: int | None = None, batch_size: int = 32, sigmas: torch.Tensor | None = None,
-             progress: bool = False) -> dict[str, Any]:
-    """Draw n clips: mels from the model (``label``: index/name/'all'/None, or ``labels`` [n]), then Griffin-Lim.
-
-    ``inpaint`` (an audio file) with ``mask`` (``START:END`` s) regenerates that span of the clip and keeps the rest.
-    """
-    p = sampling_spec(run.config)
-    labels = class_labels(p, label, n) if labels is None else labels.long()
+def generate(run, request: SampleRequest) -> Samples:
+    """Draw clips: mels from the model (``request.labels``, else unconditional), then Griffin-Lim. ``--inpaint`` with
+    ``--mask`` regenerates that span of the clip and keeps the rest."""
+    p, opts = sampling_spec(run.config), request.options
+    inpaint, mask = (opts.inpaint, opts.mask) if opts is not None else (None, None)
     if (inpaint is None) != (mask is None):
-        raise ValueError("inpainting needs both --inpaint FILE and --mask START:END")
+        raise OptionError("--mask" if mask is None else "--inpaint", "inpainting needs both --inpaint FILE and --mask START:END")
     known = known_from_clip(p, inpaint, mask) if inpaint is not None else None
-    method = sampler or run.config["sample"]["sampler"]
-    sigmas = run.sigmas(steps) if sigmas is None else sigmas.to(run.device)
+    n = request.n
+    labels = request.labels if request.labels is not None else torch.full((n,), NULL_LABEL, dtype=torch.long)
+    if bool((labels >= 0).any()) and not p.conditional:
+        raise OptionError("--digit", "this run is unconditional: sample without a class")
     shape = (1, p.normalizer.config.n_mels, p.normalizer.config.frames)
+    sigmas = request.sigmas if request.sigmas is not None else run.sigmas(request.settings.steps)
     out = []
-    for start in range(0, n, batch_size):
-        lab = labels[start:start + batch_size].to(run.device)
+    for start in range(0, n, 32):
+        lab = labels[start:start + 32].to(run.device)
         b = len(lab)
         cond = {"label": lab} if p.conditional else None
-        den = run.guided(cond, guidance_scale) if cond is not None and bool((lab >= 0).any()) else run.denoiser
+        den = run.guided(cond, request.settings) if cond is not None and bool((lab >= 0).any()) else run.denoiser
         if known is not None:
             den = guidance.inpaint(den, known[0].to(run.device).expand(b, *shape),
                                    known[1].to(run.device).expand(b, *shape))
-        x = run.sample(torch.empty(b, *shape), cond=cond, sampler=method, sigmas=sigmas, generator=generator,
-                       denoiser=den, progress=progress)
-        out.append(x.float().cpu())
+        out.append(run.draw(torch.empty(b, *shape), request, cond=cond, denoiser=den, sigmas=sigmas).float().cpu())
     x = torch.cat(out)
-    waves, again = reanalyse(p, x, gl_iters or int(run.config["sample"].get("gl_iters", 32)))
-    return {"x": x, "reanalysed": again, "log_mels": p.normalizer.denormalize(x[:, 0]), "waves": waves,
-            "labels": labels.tolist(),
-            "class_names": list(p.class_names), "normalizer": p.normalizer.to_dict()}
+    gl = (opts.gl_iters if opts is not None else None) or int(run.config["sample"]["gl_iters"])
+    waves, again = reanalyse(p, x, gl)
+    names = [p.class_names[i] if i >= 0 else "any" for i in labels.tolist()]
+    return Samples({"x": x, "reanalysed": again, "log_mels": p.normalizer.denormalize(x[:, 0]), "waves": waves,
+                    "labels": labels.tolist(), "class_names": list(p.class_names)},
+                   {"normalizer": p.normalizer.to_dict(), "gl_iters": gl, "classes": names})
 
 
-def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> list[Path]:
+def save_samples(samples: Samples, out: Path) -> list[Path]:
     """One 16 kHz WAV per clip, ``spectrograms.png`` titled by class, and ``normalizer.json``."""
-    out = Path(out)
     files = save_clips(out, samples["waves"], samples["log_mels"], samples["labels"], samples["class_names"])
     norm = out / "normalizer.json"
-    norm.write_text(json.dumps(samples["normalizer"], indent=2))
-    info["normalizer"] = samples["normalizer"]
+    norm.write_text(json.dumps(samples.meta["normalizer"], indent=2))
     return files + [norm]
 
 
-def evaluate(run, *, sampler: str | None = None, steps: int | None = None, n: int | None = None,
-             generator: torch.Generator | None = None, guidance_scale: float | None = None,
-             gl_iters: int | None = None, classifier_epochs: int = 20, floor: bool = True) -> dict[str, float]:
+def evaluate(run, request: EvaluateRequest) -> dict[str, float]:
     """SC09 metrics of n generated clips (requested digits cycle through the classes) with the real test clips and
     their Griffin-Lim floor alongside; FID and NDB are against the training clips' classifier features."""
+    opts = request.options
     p = prepare(run.config["data"])
-    judge = get_judge(p, epochs=classifier_epochs)
-    n = n or len(p.test)
-    gl = gl_iters or int(run.config["sample"].get("gl_iters", 32))
+    judge = get_judge(p, epochs=opts.classifier_epochs)
+    n = request.n or len(p.test)
+    gl = opts.gl_iters or int(run.config["sample"]["gl_iters"])
     labels = torch.arange(n) % p.train.num_classes if p.conditional else None
     t0 = time.perf_counter()
-    gen = generate(run, n, sampler=sampler, steps=steps, generator=generator, labels=labels,
-                   guidance_scale=guidance_scale, gl_iters=gl)
+    gen = generate(run, request.sample(n, labels, SampleOptions(gl_iters=gl)))
     seconds = time.perf_counter() - t0
     result = {"classifier_test_accuracy": judge.test_accuracy, **score(judge, gen["reanalysed"], labels)}
     result["sample_seconds_per_clip"] = seconds / n
-    if floor:
+    if opts.floor:
         result.update(real_and_floor(p, judge, gl))
     return result
 
 
+def data_source(value: str) -> dict[str, Any]:
+    """``--data digits`` (the espeak set) or a folder of clips (``--folder`` is the older spelling)."""
+    if value == "digits":
+        return {"data": {"source": "digits"}}
+    if not Path(value).is_dir():
+        raise ValueError(f"{value} is neither 'digits' nor a folder of .wav/.flac/.ogg clips")
+    return {"data": {"source": "folder", "folder": str(value)}}
+
+
+def class_names(config: dict[str, Any]) -> list[str]:
+    """The run's digit (or folder class) names; [] for an unconditional run."""
+    spec = sampling_spec(config)
+    return list(spec.class_names) if spec.conditional else []
+
+
 def make_domain() -> Domain:
     """The audio Domain."""
-    from .cli import add_commands
-
     return Domain(
         name="audio",
         summary="spoken digits (espeak-ng, SC09-like) or your clips as log-mels; Griffin-Lim to WAV; SC09 metrics",
@@ -189,11 +224,17 @@ def make_domain() -> Domain:
         evaluate=evaluate,
         primary_metric="fid",
         lower_is_better=True,
+        sections={"data": Data, "network": Network, "sample": SampleExtras},
+        options={"sample": SampleOptions, "evaluate": EvaluateOptions},
+        counts={"sample": Count(10, "Number of clips."),
+                "evaluate": Count(None, "Generated clips (default: as many as test clips).")},
+        classes=Classes(class_names, ("--digit", "--class"),
+                        "Digit/class name or index, or 'all' (default: unconditional)."),
+        data_source=DataSource(data_source, "digits (espeak-ng voices) or a folder of .wav/.flac/.ogg clips whose "
+                               "sub-folders name the classes.", ("--data", "--folder")),
         collate=collate_labelled,
         drop_cond=drop_label_cond,
         null_cond=null_label_cond,
-        cli=add_commands,
-        extras={"prepare": prepare, "score": score, "get_judge": get_judge},
     )
 
 

@@ -7,20 +7,24 @@ frame; PLY files are written in the data frame when the normalisation can be inv
 """
 from __future__ import annotations
 
-import functools
 import json
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from polydiff.domains.common.cache import by_config
 from polydiff.domains.common.datasets import LabelledTensors, SubsetRows, collate_labelled
 from polydiff.domains.common.embeddings import NULL_LABEL, drop_label_cond, null_label_cond
 from polydiff.plugins import hookimpl
-from polydiff.plugins.domain import Domain
+from polydiff.plugins.config import fitted
+from polydiff.plugins.domain import Classes, Count, DataSource, Domain, EvaluateRequest, SampleRequest, Samples
+from polydiff.plugins.errors import OptionError
+from polydiff.plugins.options import option
 
 from .anchored import anchored, default_context
 from .completion import complete
@@ -31,8 +35,49 @@ from .network import PointSetTransformer
 
 Tensor = torch.Tensor
 
-DEFAULT_DATA = {"source": "shapes", "n_points": 2048, "n_per_class": 100, "normalization": "global",
-                "held_out": 0.2, "conditional": True, "seed": 0, "limit": None, "train_points": None}
+
+@dataclass
+class Data:
+    """The ``data`` section: which meshes, how many surface points per cloud, the split and the normalisation."""
+
+    source: str = "shapes"
+    """``shapes`` (labelled procedural set), ``random_urdfs`` (pybullet's objects) or a folder of meshes."""
+    n_points: int = 2048
+    n_per_class: int = 100
+    normalization: str = "global"
+    """``global`` (one mean and std over all train points, PointFlow) or ``shape`` (each cloud in the unit sphere)."""
+    held_out: float = 0.2
+    conditional: bool = True
+    seed: int = 0
+    limit: int | None = None
+    train_points: int | None = None
+    """Train on a fresh random subset of this many points of each cloud per access (None: all points)."""
+
+
+@dataclass
+class Network:
+    """The ``network`` section: the set transformer's sizes (``network.PointSetTransformer``)."""
+
+    dim: int = 128
+    depth: int = 4
+    latents: int = 32
+    heads: int = 4
+    mlp_ratio: int = 2
+    fourier: int = 32
+    fourier_scale: float = 1.0
+
+
+@dataclass
+class SampleExtras:
+    """Points' own keys of the ``sample`` section."""
+
+    anchored: bool = True
+    """Denoise clouds larger than ``data.train_points`` in anchored sets of the training size."""
+    anchor_context: int | None = None
+    """Anchor points each chunk reads (None: three quarters of the set)."""
+
+
+DEFAULT_DATA = asdict(Data())
 
 
 SHIPPED = Path(__file__).parent / "checkpoints" / "shapes"
@@ -91,15 +136,11 @@ class Prepared:
 
 
 def _data_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(cfg) - set(DEFAULT_DATA)
-    if unknown:
-        raise ValueError(f"unknown points data setting(s): {', '.join(sorted(unknown))}; known: {', '.join(DEFAULT_DATA)}")
-    return {**DEFAULT_DATA, **cfg}
+    return asdict(Data(**cfg))
 
 
-@functools.lru_cache(maxsize=4)
-def _prepare(key: str) -> Prepared:
-    c = json.loads(key)
+@by_config()
+def _prepare(c: dict[str, Any]) -> Prepared:
     full = load_set(str(c["source"]), int(c["n_points"]), seed=int(c["seed"]), n_per_class=int(c["n_per_class"]),
                     limit=c["limit"])
     if not c["conditional"]:
@@ -114,7 +155,7 @@ def _prepare(key: str) -> Prepared:
 
 def prepare(data_cfg: dict[str, Any]) -> Prepared:
     """Load (cached) and split the configured set and fit the normalisation on its train part."""
-    return _prepare(json.dumps(_data_cfg(data_cfg), sort_keys=True))
+    return _prepare(_data_cfg(data_cfg))
 
 
 @dataclass
@@ -134,7 +175,7 @@ def fit_data(data_cfg: dict[str, Any]) -> dict[str, Any]:
 
 def sampling_spec(run_config: dict[str, Any]) -> Spec:
     """The run's ``Spec`` from its ``fitted`` section, without building the set (older runs: from the set)."""
-    f = run_config.get("fitted") or fit_data(run_config["data"])
+    f = fitted(run_config, fit_data)
     return Spec(Normalization.from_dict(f["normalization"]), list(f["classes"]), bool(f["conditional"]))
 
 
@@ -163,93 +204,85 @@ def build_network(cfg: dict[str, Any]) -> PointSetTransformer:
 
 # ---- sampling -------------------------------------------------------------------------------------------------
 
-def class_index(run, label: int | str | None) -> int | None:
-    """A class given by index or name -> index (None stays None), with a clear error for the run's set."""
-    if label is None:
-        return None
-    classes = sampling_spec(run.config).classes
-    if not classes:
-        raise ValueError("this run was trained on an unlabelled set: it cannot sample a given class")
-    if isinstance(label, str) and not label.lstrip("-").isdigit():
-        if label not in classes:
-            raise ValueError(f"unknown class {label!r}; classes: {', '.join(classes)}")
-        return classes.index(label)
-    idx = int(label)
-    if not 0 <= idx < len(classes):
-        raise ValueError(f"class index must be in 0..{len(classes) - 1} ({', '.join(classes)})")
-    return idx
-
-
-def generate(run, n: int, *, sampler: str | None = None, steps: int | None = None,
-             generator: torch.Generator | None = None, label: int | str | None = None,
-             labels: Tensor | None = None, guidance_scale: float | None = None, partial: np.ndarray | None = None,
-             sigmas: Tensor | None = None, batch_size: int = 64, progress: bool = False,
-             n_points: int | None = None, anchor: bool | None = None) -> dict[str, Any]:
-    """Draw n clouds of ``n_points`` (default: the run's) in the normalised frame; ``label`` (name or index) or
-    ``labels`` [n] picks classes, ``partial`` [K, 3] is completed (known points fixed, the rest generated: completion
-    or upsampling). ``partial`` is in the data frame under ``global`` normalisation and must already be normalised
-    under ``shape`` (its own bounding sphere is not the full shape's). A run trained on ``train_points``-point subsets
-    denoises larger clouds in anchored sets of that size (``anchored.py``) when ``anchor`` (default: the run's
-    ``sample.anchored``, true if unset) is true; ``sample.anchor_context`` sets how many anchor points each chunk
-    reads (default three quarters of the set)."""
-    p = sampling_spec(run.config)
-    n_points = int(run.config["data"]["n_points"]) if n_points is None else int(n_points)
-    if n_points < 1:
-        raise ValueError(f"the number of points per cloud must be positive, got {n_points}")
-    idx = class_index(run, label)
-    set_size = run.config["data"].get("train_points")
-    anchor = bool(run.config["sample"].get("anchored", True)) if anchor is None else anchor
-    sets = int(set_size) if anchor and set_size and n_points > int(set_size) else None
-    context = run.config["sample"].get("anchor_context")
-    context = int(context) if context is not None else None
-    if labels is None:
-        labels = torch.full((n,), NULL_LABEL if idx is None else idx, dtype=torch.long)
+def generate(run, request: SampleRequest) -> Samples:
+    """Draw clouds of ``--points`` (default: the run's) in the normalised frame for ``request.labels`` (else
+    unconditional). ``--complete``/``--upsample`` keep a given cloud's points fixed and generate the rest. A run trained
+    on ``train_points``-point subsets denoises larger clouds in anchored sets of that size (``anchored.py``) when the
+    run's ``sample.anchored`` is true; ``sample.anchor_context`` sets how many anchor points each chunk reads."""
+    p, opts, n = sampling_spec(run.config), request.options, request.n
+    n_points = int(run.config["data"]["n_points"]) if opts is None or opts.points is None else int(opts.points)
+    partial = given_cloud(opts, n_points) if opts is not None else None
+    labels = request.labels if request.labels is not None else torch.full((n,), NULL_LABEL, dtype=torch.long)
+    if bool((labels >= 0).any()) and not p.conditional:
+        raise OptionError("--class", "this run was trained on an unlabelled set: sample without --class")
     labels = labels.to(run.device)
-    sigmas = run.sigmas(steps) if sigmas is None else sigmas.to(run.device)
-    method = sampler or run.config["sample"]["sampler"]
+    set_size = run.config["data"]["train_points"]
+    s = run.config["sample"]
+    sets = int(set_size) if s["anchored"] and set_size and n_points > int(set_size) else None
+    context = s["anchor_context"]
+    sigmas = request.sigmas if request.sigmas is not None else run.sigmas(request.settings.steps)
+    method = run_sampler(request)
     out = []
-    for start in range(0, n, batch_size):
-        lab = labels[start:start + batch_size]
+    for start in range(0, n, 64):
+        lab = labels[start:start + 64]
         b = len(lab)
         cond = {"label": lab} if p.conditional else None
-        base = run.denoiser if sets is None else anchored(run.denoiser, sets, context, generator=generator)
-        den = run.guided(cond, guidance_scale, base) if p.conditional and bool((lab >= 0).any()) else base
+        base = run.denoiser if sets is None else anchored(run.denoiser, sets, context, generator=request.generator)
+        den = run.guided(cond, request.settings, base) if p.conditional and bool((lab >= 0).any()) else base
         if partial is not None:
             known = torch.as_tensor(p.normalization.apply(np.asarray(partial, dtype=np.float32)[None])[0]
                                     if p.normalization.mode == "global" else partial, dtype=torch.float32)
             pts = complete(den, known.to(run.device).expand(b, -1, -1), n_points, sigmas, method, cond=cond,
-                           generator=generator)
+                           generator=request.generator)
         else:
-            pts = run.sample(torch.empty(b, n_points, 3), cond=cond, sampler=method, sigmas=sigmas,
-                             generator=generator, denoiser=den, progress=progress)
+            pts = run.draw(torch.empty(b, n_points, 3), request, cond=cond, denoiser=den, sigmas=sigmas)
         out.append(pts.float().cpu())
-    points = torch.cat(out).numpy()
     classes = list(p.classes)
-    return {"points": points, "labels": labels.cpu().numpy(), "classes": classes,
-            "normalization": p.normalization.to_dict(), "anchored_set_size": sets,
-            "anchor_context": (default_context(sets) if context is None else context) if sets else None}
+    names = [classes[int(lab)] if classes and lab >= 0 else "any" for lab in labels.tolist()]
+    return Samples({"points": torch.cat(out).numpy(), "labels": labels.cpu().numpy(), "classes": classes},
+                   {"normalization": p.normalization.to_dict(), "n_points": n_points, "labels": names,
+                    "anchored_set_size": sets,
+                    "anchor_context": (default_context(sets) if context is None else context) if sets else None})
 
 
-def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> list[Path]:
+def run_sampler(request: SampleRequest):
+    """The request's sampler function (a plugin's or a built-in)."""
+    from polydiff.plugins.manager import get_manager
+
+    return get_manager().sampler(request.settings.sampler)
+
+
+def given_cloud(opts: Any, n_points: int) -> np.ndarray | None:
+    """The fixed points of ``--complete`` or ``--upsample`` (None when neither is given), checked against n_points."""
+    from .files import read_cloud
+
+    if opts.complete is not None and opts.upsample is not None:
+        raise OptionError("--upsample", "give one of --complete and --upsample")
+    given, flag = (opts.complete, "--complete") if opts.complete is not None else (opts.upsample, "--upsample")
+    if given is None:
+        return None
+    try:
+        known = read_cloud(given, n_points=opts.partial_points)
+    except ValueError as exc:
+        raise OptionError(flag, str(exc).replace("give n_points", "give --partial-points")) from None
+    if len(known) >= n_points:
+        raise OptionError("--points", f"{given} has {len(known)} points; ask for more with --points (now {n_points})")
+    return known
+
+
+def save_samples(samples: Samples, out: Path) -> list[Path]:
     """One PLY per cloud (data frame when the normalisation inverts), a PNG grid and ``clouds.json`` (normalisation,
-    frame, classes); ``info`` gains the normalisation so the CLI's samples.json states it too."""
-    norm = Normalization.from_dict(samples["normalization"])
+    frame, classes, settings)."""
+    norm = Normalization.from_dict(samples.meta["normalization"])
     frame = "data" if norm.mode == "global" else "normalised (per-shape: centred, unit bounding sphere)"
     pts = norm.invert(samples["points"])
-    out = Path(out)
     files = write_clouds(out, pts)
-    classes = samples.get("classes") or []
-    titles = [classes[int(lab)] if classes and lab >= 0 else f"#{i}" for i, lab in enumerate(samples["labels"])]
+    titles = [name if name != "any" else f"#{i}" for i, name in enumerate(samples.meta["labels"])]
     files.append(preview_grid(samples["points"][:16], out / "preview.png", titles[:16]))
-    meta = {"n_clouds": int(len(pts)), "n_points": int(pts.shape[1]), "ply_frame": frame,
-            "normalization": samples["normalization"], "labels": [titles[i] for i in range(len(pts))],
-            "anchored_set_size": samples.get("anchored_set_size"), "anchor_context": samples.get("anchor_context"),
-            **info}
-    info["normalization"] = samples["normalization"]
-    info["ply_frame"] = frame
+    settings = samples.settings.as_dict() if samples.settings else None
+    meta = {"n_clouds": int(len(pts)), "ply_frame": frame, **samples.meta, "settings": settings}
     write_json(out / "clouds.json", json.loads(json.dumps(meta, default=str)))
-    files.append(out / "clouds.json")
-    return files
+    return files + [out / "clouds.json"]
 
 
 # ---- evaluation -----------------------------------------------------------------------------------------------
@@ -262,37 +295,83 @@ def reference_clouds(run, folder: str | Path, seed: int = 0) -> tuple[np.ndarray
     return sampling_spec(run.config).normalization.apply(clouds), loaded
 
 
-def evaluate(run, *, sampler: str | None = None, steps: int | None = None, n: int | None = None,
-             generator: torch.Generator | None = None, metrics: tuple[str, ...] = ("cd", "emd"),
-             emd_points: int = 256, guidance_scale: float | None = None, oracle: bool = True,
-             reference: np.ndarray | None = None) -> dict[str, float]:
-    """MMD, COV and 1-NNA (CD and EMD) of generated clouds against at most ``n`` references: the held-out set (the
-    generated clouds copy its labels when the model is conditional) or ``reference`` clouds [M, N, 3] in the run's
-    normalised frame (unconditional samples). ``oracle`` adds the same metrics for training clouds in their place."""
+def _metric_names(text: str) -> str:
+    names = [m.strip() for m in str(text).split(",") if m.strip()]
+    bad = [m for m in names if m not in ("cd", "emd")]
+    if bad or not names:
+        raise ValueError(f"unknown metric(s) {', '.join(bad) or '(none)'}; use cd and/or emd")
+    return ",".join(names)
+
+
+@dataclass
+class SampleOptions:
+    """What points' ``sample`` takes beyond the shared options."""
+
+    points: int | None = option(None, "Points per cloud (default: the run's, 2048 for the shipped models).", min=1)
+    complete: Path | None = option(None, "Shape completion: this partial cloud/mesh file's points stay fixed, the rest "
+                                   "is generated.", flags=("--complete", "--partial"), exists=True)
+    upsample: Path | None = option(None, "Upsampling: this sparse cloud's points stay fixed and --points are filled "
+                                   "in.", exists=True)
+    partial_points: int | None = option(None, "Points taken from --complete/--upsample (needed for a mesh; default: "
+                                        "all points of a cloud).", min=1)
+
+
+@dataclass
+class EvaluateOptions:
+    """What points' ``evaluate`` takes beyond the shared options."""
+
+    emd_points: int = option(256, "Points per cloud for the exact EMD (CPU cost ~ n^3).", min=2)
+    metrics: str = option("cd,emd", "Comma-separated distances: cd, emd.", parse=_metric_names)
+    reference: Path | None = option(None, "Folder of meshes to compare with (default: the run's held-out set).",
+                                    exists=True)
+    oracle: bool = option(False, "Also score training clouds against the same references (the train-vs-held-out "
+                          "figures a perfect model would get).", flags=("--oracle",))
+
+
+def evaluate(run, request: EvaluateRequest) -> dict[str, float]:
+    """MMD, COV and 1-NNA (CD and EMD, the latter exact on --emd-points subsamples) of generated clouds against at
+    most n references: the held-out set (generated clouds copy its labels when the model is conditional) or the
+    meshes of --reference (unconditional samples); --oracle adds the same metrics for training clouds."""
+    opts = request.options
     p = prepare(run.config["data"])
+    reference = None
+    if opts.reference is not None:
+        reference, loaded = reference_clouds(run, opts.reference, request.settings.seed or 0)
+        print(f"reference {opts.reference}: {loaded.report()}", file=sys.stderr)
     pool, pool_labels = (p.test_points, p.test.labels) if reference is None else (reference, None)
-    m = len(pool) if n is None else min(n, len(pool))
+    m = len(pool) if request.n is None else min(request.n, len(pool))
     pick = np.random.default_rng(0).permutation(len(pool))[:m]
     ref = torch.from_numpy(np.ascontiguousarray(pool[pick], dtype=np.float32))
     labels = torch.from_numpy(pool_labels[pick]) if p.conditional and pool_labels is not None else None
+    metrics = tuple(opts.metrics.split(","))
     t0 = time.perf_counter()
-    gen = generate(run, m, sampler=sampler, steps=steps, generator=generator, labels=labels,
-                   guidance_scale=guidance_scale)["points"]
+    gen = generate(run, request.sample(m, labels, SampleOptions()))["points"]
     seconds = time.perf_counter() - t0
-    result = evaluate_sets(torch.from_numpy(gen), ref, metrics, emd_points)
+    result = evaluate_sets(torch.from_numpy(gen), ref, metrics, opts.emd_points)
     result["n_reference"] = float(m)
     result["sample_seconds_per_shape"] = seconds / m
-    if oracle:
+    if opts.oracle:
         train_pick = np.random.default_rng(1).permutation(len(p.train))[:m]
-        orc = evaluate_sets(torch.from_numpy(p.train_points[train_pick]), ref, metrics, emd_points)
+        orc = evaluate_sets(torch.from_numpy(p.train_points[train_pick]), ref, metrics, opts.emd_points)
         result.update({f"oracle_{k}": v for k, v in orc.items() if k != "emd_points"})
     return result
 
 
+def data_source(value: str) -> dict[str, Any]:
+    """``--data shapes``, ``--data random_urdfs`` or a folder of meshes."""
+    if value not in ("shapes", "random_urdfs") and not Path(value).is_dir():
+        raise ValueError(f"{value} is neither shapes, random_urdfs nor a folder of meshes")
+    return {"data": {"source": value}}
+
+
+def class_names(config: dict[str, Any]) -> list[str]:
+    """The run's class names; [] for an unconditional run."""
+    spec = sampling_spec(config)
+    return list(spec.classes) if spec.conditional else []
+
+
 def make_domain() -> Domain:
     """The points Domain."""
-    from .cli import add_commands
-
     return Domain(
         name="points",
         summary="point clouds from meshes (procedural shapes, pybullet random_urdfs, your folder): PLY out",
@@ -306,11 +385,15 @@ def make_domain() -> Domain:
         evaluate=evaluate,
         primary_metric="1nna_cd",
         lower_is_better=True,
+        sections={"data": Data, "network": Network, "sample": SampleExtras},
+        options={"sample": SampleOptions, "evaluate": EvaluateOptions},
+        counts={"sample": Count(16, "Number of clouds."),
+                "evaluate": Count(None, "Held-out clouds to compare (default all).")},
+        classes=Classes(class_names, help="Class name or index (labelled sets only), or 'all'."),
+        data_source=DataSource(data_source, "shapes, random_urdfs or a folder of meshes (OBJ, PLY, STL, OFF, GLB)."),
         collate=collate_labelled,
         drop_cond=drop_label_cond,
         null_cond=null_label_cond,
-        cli=add_commands,
-        extras={"metrics": evaluate_sets, "prepare": prepare},
     )
 
 

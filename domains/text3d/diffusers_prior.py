@@ -4,9 +4,9 @@ A discrete VP model (``UNet2DConditionModel`` + the ``alphas_cumprod`` of its ``
 ``D(x, sigma, cond) -> x0_hat`` in the sigma frame ``x = x0 + sigma * eps``: the UNet sees ``x / sqrt(1 + sigma^2)``
 at the timestep whose ``sigma_t = sqrt((1 - abar_t) / abar_t)`` matches ``sigma`` (interpolated in log-sigma, or the
 nearest one), and its eps (or v) prediction is turned into x0 exactly (``x0 = x - sigma * eps``). It is
-``polydiff.core.denoisers.Denoiser`` with ``parameterization="eps"`` (or ``"v"``), ``sigma_data=1`` and this
-timestep map as ``c_noise``. ``cond`` is the text encoder's hidden states ``[B, L, C]`` (the ``encoder_hidden_states``
-of the UNet), as a tensor or as ``{"encoder_hidden_states": tensor}``.
+``polydiff.core.interop.diffusers_denoiser`` (a ``Denoiser`` with ``sigma_data=1`` and this timestep map as
+``c_noise``) with this domain's conditioning rule: ``cond`` is the text encoder's hidden states ``[B, L, C]`` (the
+UNet's ``encoder_hidden_states``), as a tensor or as ``{"encoder_hidden_states": tensor}``.
 
 Stable Diffusion works in the latent space of its VAE, so renders must be encoded before the loss: this module does
 implement that step (``StableDiffusionPrior.encode_renders``: ``vae.encode(x).latent_dist.mean * scaling_factor``,
@@ -36,76 +36,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from polydiff.core import interop
 from polydiff.core.denoisers import Denoiser
-from polydiff.core.schedules import LinearBeta
+from polydiff.core.interop import PREDICTION_TYPES, DiscreteSchedule, SigmaToTimestep, UNetNetwork
 
 from .prior import view_prompts
 
+__all__ = ["DiscreteSchedule", "PREDICTION_TYPES", "SigmaToTimestep", "StableDiffusionPrior", "UNetNetwork",
+           "diffusers_denoiser", "encoder_hidden_states", "load_local_stable_diffusion", "vae_encoder"]
+
 Tensor = torch.Tensor
-PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
-
-
-class DiscreteSchedule(LinearBeta):
-    """A discrete DDPM chain given by its ``alphas_cumprod`` (e.g. SD's scaled-linear betas) as a polydiff schedule.
-
-    Step k (1..T) sits at t = k/T with alpha_bar = alphas_cumprod[k-1] exactly, interpolated as ``LinearBeta`` does.
-    """
-
-    name = "discrete"
-
-    def __init__(self, alphas_cumprod: Tensor) -> None:
-        ab = torch.as_tensor(alphas_cumprod).detach().to("cpu", torch.float64)
-        if ab.ndim != 1 or ab.numel() < 2 or not bool(((ab > 0) & (ab < 1)).all()) or not bool((ab[1:] < ab[:-1]).all()):
-            raise ValueError("alphas_cumprod must be a decreasing 1-D tensor with values in (0, 1)")
-        self._alphas_cumprod = ab
-        super().__init__(T=ab.numel())
-
-    @property
-    def betas(self) -> Tensor:
-        ab = self._alphas_cumprod
-        return 1 - ab / torch.cat([ab.new_ones(1), ab[:-1]])
-
-    @property
-    def alphas_cumprod(self) -> Tensor:
-        return self._alphas_cumprod
-
-
-class SigmaToTimestep(nn.Module):
-    """Frame sigma -> the UNet's (fractional) timestep index: log-sigma interpolation or the nearest discrete step."""
-
-    def __init__(self, alphas_cumprod: Tensor, mode: str = "interpolate") -> None:
-        super().__init__()
-        if mode not in ("interpolate", "nearest"):
-            raise ValueError(f"unknown timestep mode {mode!r}; use interpolate or nearest")
-        ab = torch.as_tensor(alphas_cumprod).detach().to("cpu", torch.float64)
-        self.mode = mode
-        self.register_buffer("log_sigmas", (0.5 * torch.log((1 - ab) / ab)).float())
-
-    def forward(self, sigma: Tensor) -> Tensor:
-        ls = self.log_sigmas
-        log_s = torch.log(sigma.to(ls)).clamp(float(ls[0]), float(ls[-1]))
-        if self.mode == "nearest":
-            return (log_s[:, None] - ls[None]).abs().argmin(dim=1).to(sigma.dtype)
-        hi = torch.searchsorted(ls, log_s.contiguous()).clamp(1, ls.numel() - 1)
-        lo = hi - 1
-        w = (log_s - ls[lo]) / (ls[hi] - ls[lo])
-        return (lo + w.clamp(0, 1)).to(sigma.dtype)
-
-
-class UNetNetwork(nn.Module):
-    """A diffusers ``UNet2DConditionModel`` as a polydiff network ``F(x_in, timestep, cond)``."""
-
-    def __init__(self, unet: nn.Module) -> None:
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, x_in: Tensor, timestep: Tensor, cond: Any = None) -> Tensor:
-        hidden = encoder_hidden_states(cond, x_in.shape[0])
-        dtype = next(self.unet.parameters()).dtype
-        out = self.unet(x_in.to(dtype), timestep.to(x_in.device), encoder_hidden_states=hidden.to(x_in.device, dtype)).sample
-        if out.shape[1] == 2 * x_in.shape[1]:  # learned variance (DeepFloyd IF): the first half is the prediction
-            out = out[:, :x_in.shape[1]]
-        return out.to(x_in.dtype)
+PREDICTION_NAMES = {v: k for k, v in PREDICTION_TYPES.items()}
 
 
 def encoder_hidden_states(cond: Any, batch: int) -> Tensor:
@@ -121,25 +62,24 @@ def encoder_hidden_states(cond: Any, batch: int) -> Tensor:
     raise ValueError(f"cond holds {hidden.shape[0]} hidden states for a batch of {batch}")
 
 
-def _scheduler_parts(scheduler: Any) -> tuple[Tensor, str]:
-    """(alphas_cumprod, polydiff parameterization) of a diffusers scheduler, or of a bare alphas_cumprod tensor."""
-    if isinstance(scheduler, Tensor):
-        return scheduler, "eps"
-    kind = getattr(getattr(scheduler, "config", None), "prediction_type", "epsilon")
-    if kind not in PREDICTION_TYPES:
-        raise ValueError(f"unsupported prediction_type {kind!r}; known: {', '.join(PREDICTION_TYPES)}")
-    return torch.as_tensor(scheduler.alphas_cumprod), PREDICTION_TYPES[kind]
+def hidden_state_kwargs(cond: Any, batch: int) -> dict[str, Tensor]:
+    """The text-conditioned UNet's keyword arguments: only the (checked, broadcast) ``encoder_hidden_states``."""
+    return {"encoder_hidden_states": encoder_hidden_states(cond, batch)}
 
 
 def diffusers_denoiser(unet: nn.Module, scheduler: Any, *, timesteps: str = "interpolate",
                        parameterization: str | None = None) -> Denoiser:
     """Wrap ``unet`` (eps/v/x0-predicting) and its scheduler (or its ``alphas_cumprod``) as ``D(x, sigma, cond)``.
 
-    ``timesteps``: ``interpolate`` (fractional timestep, linear in log-sigma, as k-diffusion) or ``nearest``.
+    ``polydiff.core.interop.diffusers_denoiser`` with ``cond`` read as text encoder hidden states. ``timesteps``:
+    ``interpolate`` (fractional timestep, linear in log-sigma, as k-diffusion) or ``nearest``; ``parameterization``
+    (``eps``, ``v``, ``x0``) overrides the scheduler's prediction type.
     """
-    alphas_cumprod, kind = _scheduler_parts(scheduler)
-    return Denoiser(UNetNetwork(unet), parameterization=parameterization or kind, sigma_data=1.0,
-                    c_noise=SigmaToTimestep(alphas_cumprod, timesteps))
+    if parameterization is not None and parameterization not in PREDICTION_NAMES:
+        raise ValueError(f"unknown parameterization {parameterization!r}; known: {', '.join(PREDICTION_NAMES)}")
+    kind = None if parameterization is None else PREDICTION_NAMES[parameterization]
+    return interop.diffusers_denoiser(unet, scheduler, timesteps=timesteps, prediction_type=kind,
+                                      cond_kwargs=hidden_state_kwargs)
 
 
 def vae_encoder(vae: nn.Module) -> Callable[[Tensor], Tensor]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ import numpy as np
 import torch
 
 from polydiff.plugins import hookimpl
-from polydiff.plugins.domain import Domain
+from polydiff.plugins.domain import Count, Domain, EvaluateRequest, SampleRequest, Samples, Verb
+from polydiff.plugins.errors import OptionError
+from polydiff.plugins.options import option
 
 from .data import RenderSetConfig, from_model_range
 from .distill import DistillConfig, DistillResult, distill, make_field, plot_loss_curve
@@ -24,8 +27,61 @@ from .mesh import extract_mesh, save_mesh
 from .prior import RenderDataset, build_prior_network, collate_renders, drop_embeddings, null_condition, prompt_condition
 from .turntable import save_gif, save_strip, to_uint8, turntable_frames
 
-DATA_KEYS = {f.name for f in dataclasses.fields(RenderSetConfig)}
 SHIPPED = Path(__file__).parent / "checkpoints" / "prior"
+METHODS = ("sds", "sjc")
+FIELDS = ("voxel", "mlp")
+
+
+@dataclass
+class Network:
+    """The ``network`` section: the prior's U-Net (``prior.build_prior_network``)."""
+
+    base: int = 32
+    mults: tuple[int, ...] = (1, 2, 2)
+    num_res: int = 1
+    attn_levels: tuple[int, ...] = (2,)
+    dropout: float = 0.0
+
+
+@dataclass
+class Evaluation:
+    """The ``evaluate`` section: views per prompt, the judge's training steps, and mesh extraction."""
+
+    n_views: int = 8
+    classifier_steps: int = 600
+    mesh_resolution: int = 64
+    mesh_threshold: float = 5.0
+
+
+def _prompt(text: str) -> str:
+    if not str(text).strip():
+        raise ValueError("empty prompt: say what to make, e.g. 'a red mug'")
+    return str(text).strip()
+
+
+@dataclass
+class SampleOptions:
+    """What text3d's ``sample`` (and its verbs ``generate`` and ``sample-prior``) take."""
+
+    prompt: str = option("a red mug", "What to make, e.g. 'a red mug'.", parse=_prompt)
+    images: bool = option(False, "Sample 2D prior images of the prompt instead of distilling objects.",
+                          flags=("--images",))
+    method: str = option("sds", "Distillation loss.", choices=METHODS)
+    preset: str | None = option(None, "Distillation settings of this domain preset (quick or full; default: the "
+                                "run's own).", choices=("quick", "full"))
+    iters: int | None = option(None, "Distillation steps (default from the distill settings).", min=1)
+    field: str | None = option(None, "Field (default from the distill settings).", choices=FIELDS)
+
+
+@dataclass
+class EvaluateOptions:
+    """What text3d's ``evaluate`` takes beyond the shared options."""
+
+    prompts: str | None = option(None, "';'-separated prompts (default: the fixed list).")
+    iters: int | None = option(None, "Distillation steps (default from the distill settings).", min=1)
+    method: str = option("sds", "Distillation loss.", choices=METHODS)
+    prior: bool = option(False, "Score the 2D prior's images (with --sampler, --steps) instead of distilled objects.",
+                         flags=("--prior",))
 
 
 def _presets() -> dict[str, dict[str, Any]]:
@@ -57,9 +113,6 @@ def _presets() -> dict[str, dict[str, Any]]:
 
 def data_config(cfg: dict[str, Any], split: str = "train") -> RenderSetConfig:
     """The render-set settings of a data config; ``val``/``test`` use other seeds and a quarter of the shapes."""
-    unknown = set(cfg) - DATA_KEYS
-    if unknown:
-        raise ValueError(f"unknown text3d data setting(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(DATA_KEYS))}")
     rs = RenderSetConfig(**cfg)
     if split == "train":
         return rs
@@ -98,57 +151,57 @@ def generate_object(run, prompt: str, cfg: DistillConfig, progress: bool = False
     return distill(run.denoiser, lambda cams: prompt_condition(prompt, cams, dev), cfg, progress=progress, device=dev)
 
 
-def prior_images(run, prompt: str, cams, *, sampler: str | None = None, steps: int | None = None,
-                 generator: torch.Generator | None = None, guidance_scale: float | None = None,
-                 progress: bool = False) -> torch.Tensor:
-    """The prior's guided images [V, 3, S, S] in [0, 1] of ``prompt`` seen from ``cams`` (view-dependent prompts)."""
+def prior_images(run, prompt: str, cams, request: SampleRequest, *, scale: float | None = None) -> torch.Tensor:
+    """The prior's guided images [V, 3, S, S] in [0, 1] of ``prompt`` seen from ``cams`` (view-dependent prompts);
+    ``scale`` overrides the request's guidance scale (0: the unconditional model)."""
     cond = prompt_condition(prompt, cams, run.device)
     size = run.config["data"]["size"]
-    x = run.sample(torch.empty(len(cams.azimuth), 3, size, size), cond=cond, sampler=sampler, steps=steps,
-                   generator=generator, denoiser=run.guided(cond, guidance_scale), progress=progress)
+    settings = request.settings if scale is None else dataclasses.replace(request.settings, guidance_scale=scale)
+    x = run.draw(torch.empty(len(cams.azimuth), 3, size, size), request, cond=cond,
+                 denoiser=run.guided(cond, settings))
     return from_model_range(x).cpu()
 
 
-def generate(run, n: int, *, sampler: str | None = None, steps: int | None = None,
-             generator: torch.Generator | None = None, prompt: str = "a red mug", images: bool = False,
-             guidance_scale: float | None = None, progress: bool = False, method: str | None = None,
-             iters: int | None = None, field: str | None = None, seed: int = 0,
-             preset: str | None = None) -> dict[str, Any]:
-    """``n`` 3D objects for ``prompt`` (score distillation), or with ``images=True`` n prior images of the prompt.
+def generate(run, request: SampleRequest) -> Samples:
+    """``n`` 3D objects for the prompt (score distillation), or with ``--images`` n prior images of it.
 
-    ``method`` (sds/sjc), ``iters`` (distillation steps), ``field`` (voxel/mlp) override the run's ``distill`` settings,
-    or those of the domain preset ``preset`` when one is named.
-    """
-    if n < 1:
-        raise ValueError("n must be at least 1")
-    if images:
+    ``--method``, ``--iters``, ``--field`` override the run's ``distill`` settings, or those of the domain preset
+    ``--preset`` when one is named; ``--guidance-scale``, when given, is the distillation's guidance scale."""
+    opts, n = request.options or SampleOptions(), request.n
+    prompt = opts.prompt
+    if opts.images:
         from .cameras import random_cameras
 
-        cams = random_cameras(n, generator if generator is not None and generator.device.type == "cpu" else None)
-        x = prior_images(run, prompt, cams, sampler=sampler, steps=steps, generator=generator,
-                         guidance_scale=guidance_scale, progress=progress)
-        return {"kind": "images", "prompt": prompt, "images": x}
+        g = request.generator
+        cams = random_cameras(n, g if g is not None and g.device.type == "cpu" else None)
+        return Samples({"kind": "images", "images": prior_images(run, prompt, cams, request)}, {"prompt": prompt})
+    if opts.method not in METHODS:
+        raise OptionError("--method", f"unknown distillation method {opts.method!r}; choose sds or sjc")
+    scale = request.settings.guidance_scale if "guidance_scale" in request.explicit else None
+    seed = request.settings.seed or 0
     results = []
     for k in range(n):
-        overrides = {"method": method, "steps": iters, "field": field, "guidance_scale": guidance_scale, "seed": seed + k}
-        results.append(generate_object(run, prompt, distill_config(run, overrides, preset), progress))
-    return {"kind": "objects", "prompt": prompt, "results": results,
-            "mesh": {k: run.config.get("evaluate", {}).get(k) for k in ("mesh_resolution", "mesh_threshold")}}
+        overrides = {"method": opts.method, "steps": opts.iters, "field": opts.field, "guidance_scale": scale,
+                     "seed": seed + k}
+        results.append(generate_object(run, prompt, distill_config(run, overrides, opts.preset), request.progress))
+    ev = run.config["evaluate"]
+    return Samples({"kind": "objects", "results": results},
+                   {"prompt": prompt, "method": opts.method, "preset": opts.preset,
+                    "mesh": {"resolution": ev["mesh_resolution"], "threshold": ev["mesh_threshold"]},
+                    "seconds": [round(r.seconds, 1) for r in results]})
 
 
-def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> list[Path]:
+def save_samples(samples: Samples, out: Path) -> list[Path]:
     """Images: one PNG each and a strip of all. Objects: per object a GLB and an OBJ mesh, a turntable GIF, the loss
     curve and the field."""
     from safetensors.torch import save_file
 
-    out.mkdir(parents=True, exist_ok=True)
     if samples["kind"] == "images":
         images = to_uint8(samples["images"])
         files = [save_strip(img[None], out / f"prior_{k:02d}.png") for k, img in enumerate(images)]
         return files + [save_strip(images, out / "prior_samples.png")]
     files: list[Path] = []
-    res = samples["mesh"].get("mesh_resolution") or 64
-    thr = samples["mesh"].get("mesh_threshold") or 5.0
+    res, thr = samples.meta["mesh"]["resolution"], samples.meta["mesh"]["threshold"]
     previews = []
     for k, r in enumerate(samples["results"]):
         stem = f"object_{k:02d}"
@@ -164,50 +217,47 @@ def save_samples(samples: dict[str, Any], out: Path, info: dict[str, Any]) -> li
         files.append(out / f"{stem}_loss.png")
         state = {k2: v.detach().cpu().contiguous() for k2, v in r.field.state_dict().items()}
         save_file(state, str(out / f"{stem}_field.safetensors"),
-                  metadata={"config": json.dumps(r.config), "prompt": samples["prompt"], "seconds": f"{r.seconds:.1f}"})
+                  metadata={"config": json.dumps(r.config), "prompt": samples.meta["prompt"],
+                            "seconds": f"{r.seconds:.1f}"})
         files.append(out / f"{stem}_field.safetensors")
-        info[f"{stem}_seconds"] = round(r.seconds, 1)
     files.append(save_strip(np.concatenate(previews, axis=1) if len(previews) > 1 else previews[0], out / "preview.png"))
     return files
 
 
-def evaluate(run, *, sampler: str | None = None, steps: int | None = None, n: int = 1000,
-             generator: torch.Generator | None = None, prompts: list[str] | None = None, progress: bool = False,
-             method: str | None = None, iters: int | None = None, seed: int = 0,
-             target: str = "objects") -> dict[str, float]:
-    """R-precision (colour, shape, both) over the first ``n`` prompts from the fixed evaluation views, next to its
+def evaluate(run, request: EvaluateRequest) -> dict[str, float]:
+    """R-precision (colour, shape, both) over the first n prompts from the fixed evaluation views, next to its
     ceiling (renders of held-out ground-truth shapes) and floor; also the shape precision of each prompt.
 
-    ``target="objects"``: objects distilled for each prompt (floor: an untrained field), and the mean distillation time
-    per object. ``target="prior"``: the 2D prior's own images of each view-dependent prompt drawn with ``sampler`` and
-    ``steps`` (floor: its unconditional images); this is what a sampler sweep varies.
-    """
+    Objects (default): objects distilled for each prompt (floor: an untrained field), and the mean distillation time
+    per object. ``--prior``: the 2D prior's own images of each view-dependent prompt drawn with the request's sampler
+    and steps (floor: its unconditional images); this is what a sampler sweep varies."""
     from .data import caption
     from .metric import (DEFAULT_PROMPTS, eval_cameras, ground_truth_field, load_or_train_classifier, parse_prompt,
                          r_precision, render_views)
 
-    if target not in ("objects", "prior"):
-        raise ValueError(f"unknown evaluation target {target!r}; choose objects or prior")
-    pairs = [parse_prompt(p) for p in prompts] if prompts else list(DEFAULT_PROMPTS)
-    pairs = pairs[:max(1, n)]
-    ev = run.config.get("evaluate", {})
-    size, views = run.config["data"]["size"], ev.get("n_views", 8)
-    clf = load_or_train_classifier(data_config(run.config["data"]), ev.get("classifier_steps", 600), progress=progress)
-    cfg = distill_config(run, {"method": method, "steps": iters, "seed": seed})
-    if generator is None:
-        generator = torch.Generator(device=run.device).manual_seed(seed)
+    opts = request.options
+    prompts = [p.strip() for p in opts.prompts.split(";") if p.strip()] if opts.prompts else None
+    try:
+        pairs = [parse_prompt(p) for p in prompts] if prompts else list(DEFAULT_PROMPTS)
+    except ValueError as exc:
+        raise OptionError("--prompts", str(exc)) from None
+    pairs = pairs[:request.n or len(pairs)]
+    ev = run.config["evaluate"]
+    size, views = run.config["data"]["size"], ev["n_views"]
+    clf = load_or_train_classifier(data_config(run.config["data"]), ev["classifier_steps"], progress=request.progress)
+    cfg = distill_config(run, {"method": opts.method, "steps": opts.iters, "seed": request.settings.seed or 0})
+    target = "prior" if opts.prior else "objects"
     cams = eval_cameras(views)
     gen_r, gt_r, floor_r, seconds = [], [], [], []
     for color, shape in pairs:
         gt_r.append(render_views(ground_truth_field(color, shape, resolution=run.config["data"]["voxel_resolution"]),
                                  size, views))
         if target == "prior":
-            gen_r.append(prior_images(run, caption(color, shape), cams, sampler=sampler, steps=steps,
-                                      generator=generator))
-            floor_r.append(prior_images(run, caption(color, shape), cams, sampler=sampler, steps=steps,
-                                        generator=generator, guidance_scale=0.0))  # scale 0: the unconditional model
+            req = request.sample(len(cams.azimuth))
+            gen_r.append(prior_images(run, caption(color, shape), cams, req))
+            floor_r.append(prior_images(run, caption(color, shape), cams, req, scale=0.0))  # 0: the unconditional model
             continue
-        obj = generate_object(run, caption(color, shape), cfg, progress)
+        obj = generate_object(run, caption(color, shape), cfg, request.progress)
         seconds.append(obj.seconds)
         gen_r.append(render_views(obj.field, size, views))
         floor_r.append(render_views(make_field(cfg), size, views))
@@ -225,8 +275,6 @@ def evaluate(run, *, sampler: str | None = None, steps: int | None = None, n: in
 
 def make_domain() -> Domain:
     """The text3d Domain."""
-    from .cli import add_commands
-
     return Domain(
         name="text3d",
         summary="text-to-3D: a text-conditioned render prior, score distillation into a radiance field, GLB/GIF export",
@@ -239,12 +287,20 @@ def make_domain() -> Domain:
         evaluate=evaluate,
         primary_metric="rprecision_shape",
         lower_is_better=False,
+        sections={"data": RenderSetConfig, "network": Network, "distill": DistillConfig, "evaluate": Evaluation},
+        options={"sample": SampleOptions, "evaluate": EvaluateOptions},
+        counts={"sample": Count(1, "Objects to distil (or prior images with --images)."),
+                "evaluate": Count(None, "Prompts: the first n of the list (default: all).")},
+        verbs={"train-prior": Verb("train", "Train the text-conditioned 2D prior on renders of the shapes."),
+               "generate": Verb("sample", "Text to 3D: distil an object for PROMPT (GLB + OBJ mesh, turntable GIF, "
+                                "loss curve, field).", fixed={"images": False}, argument="prompt"),
+               "sample-prior": Verb("sample", "Images of PROMPT from the 2D prior (random views): one PNG each and a "
+                                    "strip.", fixed={"images": True}, defaults={"n": 4}, argument="prompt")},
         collate=collate_renders,
         drop_cond=drop_embeddings,
         null_cond=null_condition,
-        cli=add_commands,
         demo={"n": 1, "iters": 100},
-        sweep={"target": "prior"},
+        sweep={"prior": True},
     )
 
 
