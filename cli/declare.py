@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from polydiff.plugins.options import Field, base_type
+from polydiff.plugins.options import Field, base_type, check_value
 
 
 def _cli_type(f: Field) -> Any:
@@ -54,7 +54,7 @@ def parameter(f: Field, *, argument: bool = False) -> inspect.Parameter:
 def command(name: str, help: str, fields: list[Field], action: Callable[[dict[str, Any]], None], *,
             argument: str | None = None) -> Callable[..., None]:
     """A function typer can register as command ``name``: its parameters are ``fields`` (``argument`` positional);
-    when called, ``action`` receives the values by field name."""
+    when called, ``action`` receives the values by field name, each checked by its declaration."""
     names = [f.name for f in fields]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -62,7 +62,7 @@ def command(name: str, help: str, fields: list[Field], action: Callable[[dict[st
     ordered = sorted(fields, key=lambda f: not (f.name == argument or f.spec.argument))
 
     def run(**values: Any) -> None:
-        action(values)
+        action({f.name: check_value(f, values[f.name]) if f.name in values else f.default for f in fields})
 
     run.__name__ = name.replace("-", "_")
     run.__doc__ = help

@@ -212,7 +212,7 @@ HELP = {"train": "Train a model into a run folder (checkpoints, metrics.jsonl, l
 
 def _with_fixed(action: Any, fixed: dict[str, Any], required: str | None) -> Any:
     def act(values: dict[str, Any]) -> None:
-        if required is not None and values.get(required) in (None, ""):
+        if required is not None and values.get(required) is None:
             raise OptionError(required.upper(), "missing: give it as the first argument")
         action({**values, **fixed})
 
