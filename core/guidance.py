@@ -2,6 +2,8 @@
 
 Scale convention (classifier-free guidance): ``D = D_uncond + w (D_cond - D_uncond)``, so ``w = 1`` is the plain
 conditional model and ``w = 0`` the unconditional one (diffusers' ``guidance_scale``; Ho & Salimans' w is ours - 1).
+``cfg`` and ``compose`` evaluate all their conditions in one network call on a stacked batch when the conditions
+allow it (``evaluate``, ``stack_conds``), and one call per condition otherwise.
 """
 from __future__ import annotations
 
@@ -18,30 +20,103 @@ Tensor = torch.Tensor
 Denoiser = Callable[[Tensor, Tensor, Any], Tensor]
 
 
-def cfg(denoiser: Denoiser, scale: float, uncond: Any = None) -> Denoiser:
-    """Classifier-free guidance (Ho & Salimans 2022) at ``scale``; ``uncond`` is the null condition."""
+class Unbatchable(ValueError):
+    """Conditions that cannot be stacked along the batch dimension (ragged, mismatched or of unknown type)."""
+
+
+SCALARS = (bool, int, float, str)
+
+
+def _stack_tensors(items: Sequence[Tensor], batch: int) -> Tensor:
+    """Concatenate tensors that each hold one row per sample of x (same shape, leading dimension ``batch``)."""
+    shape, dtype, device = items[0].shape, items[0].dtype, items[0].device
+    if items[0].ndim == 0 or shape[0] != batch or any((t.shape, t.dtype, t.device) != (shape, dtype, device)
+                                                      for t in items):
+        raise Unbatchable(f"tensor conditions of shapes {[tuple(t.shape) for t in items]} for a batch of {batch}")
+    return torch.cat(list(items))
+
+
+def stack_conds(conds: Sequence[Any], batch: int, *, _in_sequence: bool = False) -> Any:
+    """One condition for ``len(conds)`` copies of a batch of ``batch`` rows stacked along dimension 0.
+
+    Tensors with one row per sample are concatenated; dicts (same keys), lists and tuples (same length) recursively;
+    None stays None, and equal scalars (bool, int, float, str) stay as they are outside lists and tuples (inside one
+    they may be one item per row). Anything else raises ``Unbatchable``: a ragged condition (a molecule graph with
+    ``ptr`` or ``edge_index``) or an object whose batch layout is unknown. A ragged condition whose tensors all have
+    one row per atom (say, only a ``batch`` index) would be stacked wrongly: guide it with ``batched=False``.
+    """
+    first = conds[0]
+    if all(c is None for c in conds):
+        return None
+    if all(isinstance(c, Tensor) for c in conds):
+        return _stack_tensors(conds, batch)
+    if all(isinstance(c, dict) for c in conds) and all(c.keys() == first.keys() for c in conds):
+        return {k: stack_conds([c[k] for c in conds], batch, _in_sequence=_in_sequence) for k in first}
+    if type(first) in (list, tuple) and all(type(c) is type(first) and len(c) == len(first) for c in conds):
+        return type(first)(stack_conds(parts, batch, _in_sequence=True) for parts in zip(*conds))
+    if not _in_sequence and isinstance(first, SCALARS) and all(type(c) is type(first) and c == first for c in conds):
+        return first
+    raise Unbatchable(f"conditions of types {sorted({type(c).__name__ for c in conds})} cannot be stacked")
+
+
+def _sigma_rows(sigma: Tensor | float, x: Tensor) -> Tensor:
+    """``sigma`` as one value per row of x, keeping its dtype (a float becomes the default dtype)."""
+    s = torch.as_tensor(sigma, device=x.device)
+    return s.expand(x.shape[0]) if s.ndim == 0 else s
+
+
+def evaluate(denoiser: Denoiser, x: Tensor, sigma: Tensor | float, conds: Sequence[Any],
+             batched: bool | None = None) -> list[Tensor]:
+    """``[D(x, sigma, c) for c in conds]``, in one network call on the stacked batch where the conditions allow.
+
+    ``batched``: None stacks when ``stack_conds`` can and otherwise calls once per condition; True always stacks
+    (``Unbatchable`` if it cannot); False always calls once per condition (less peak memory). The same object
+    repeated is evaluated once.
+    """
+    if all(c is conds[0] for c in conds):
+        return [denoiser(x, sigma, conds[0])] * len(conds)
+    if batched is not False:
+        try:
+            cond = stack_conds(conds, x.shape[0])
+        except Unbatchable:
+            if batched:
+                raise
+        else:
+            k = len(conds)
+            out = denoiser(torch.cat([x] * k), torch.cat([_sigma_rows(sigma, x)] * k), cond)
+            return list(out.split(x.shape[0]))
+    return [denoiser(x, sigma, c) for c in conds]
+
+
+def cfg(denoiser: Denoiser, scale: float, uncond: Any = None, *, batched: bool | None = None) -> Denoiser:
+    """Classifier-free guidance (Ho & Salimans 2022) at ``scale``; ``uncond`` is the null condition.
+
+    The conditional and unconditional branches run as one network call on a doubled batch when the conditions can be
+    stacked (see ``evaluate`` for ``batched``), as diffusers' pipelines do, and as two calls otherwise.
+    """
 
     def guided(x: Tensor, sigma: Tensor, cond: Any = None) -> Tensor:
-        d_cond = denoiser(x, sigma, cond)
         if scale == 1.0:
-            return d_cond
-        d_uncond = denoiser(x, sigma, uncond)
+            return denoiser(x, sigma, cond)
+        d_cond, d_uncond = evaluate(denoiser, x, sigma, [cond, uncond], batched)
         return d_uncond + scale * (d_cond - d_uncond)
 
     return guided
 
 
-def compose(denoiser: Denoiser, conds: Sequence[tuple[Any, float]], uncond: Any = None) -> Denoiser:
+def compose(denoiser: Denoiser, conds: Sequence[tuple[Any, float]], uncond: Any = None, *,
+            batched: bool | None = None) -> Denoiser:
     """Composition of conditions (Liu et al. 2022): D_u + sum_i w_i (D_{c_i} - D_u); a negative w is a negative prompt.
 
-    The ``cond`` passed at call time is ignored: the conditions are fixed here.
+    The ``cond`` passed at call time is ignored: the conditions are fixed here. All branches run as one network call
+    when the conditions can be stacked (``batched`` as in ``evaluate``).
     """
 
     def composed(x: Tensor, sigma: Tensor, cond: Any = None) -> Tensor:
-        d_uncond = denoiser(x, sigma, uncond)
+        d_uncond, *d_conds = evaluate(denoiser, x, sigma, [uncond, *(c for c, _ in conds)], batched)
         out = d_uncond
-        for c, w in conds:
-            out = out + w * (denoiser(x, sigma, c) - d_uncond)
+        for d, (_, w) in zip(d_conds, conds):
+            out = out + w * (d - d_uncond)
         return out
 
     return composed

@@ -1,6 +1,7 @@
 """Guidance wrappers checked on a Gaussian mixture, where conditionals are known exactly."""
 import math
 
+import pytest
 import torch
 
 from polydiff.core import guidance
@@ -141,3 +142,116 @@ def test_sds_gradient_and_mode_seeking():
             opt.step()
         d = torch.cdist(p.detach().double(), GM.means).min(1).values
         assert d.median() < 0.5, d  # from 1.5 at the start: the particles seek the modes
+
+
+def masked(gm: GaussianMixture):
+    """The exact denoiser of each row's own sub-mixture: cond = {"keep": bool [B or 1, K]} (batchable when B)."""
+
+    def den(x, sigma, cond):
+        s = torch.as_tensor(sigma).expand(x.shape[0])
+        keep = cond["keep"].expand(x.shape[0], -1)
+        out = torch.empty_like(x)
+        for m in keep.unique(dim=0):
+            sel = (keep == m).all(1)
+            out[sel] = gm.restricted(m)(x[sel], s[sel])
+        return out
+
+    return den
+
+
+class Counting:
+    """A denoiser that records the batch size of each call."""
+
+    def __init__(self, den):
+        self.den, self.calls = den, []
+
+    def __call__(self, x, sigma, cond=None):
+        self.calls.append(x.shape[0])
+        return self.den(x, sigma, cond)
+
+
+def _keep(n: int, *components: int) -> torch.Tensor:
+    keep = torch.zeros(n, 8, dtype=torch.bool)
+    keep[:, list(components)] = True
+    return keep
+
+
+def test_cfg_batched_equals_two_calls_on_the_exact_mixture():
+    n = 40
+    x = torch.randn(n, 2) * 2
+    sigma = torch.full((n,), 0.8)
+    cond = {"keep": _keep(n, 1, 2)}
+    cond["keep"][::3] = _keep(1, 5)[0]  # rows with different conditions
+    uncond = {"keep": torch.ones(n, 8, dtype=torch.bool)}
+    one, two = Counting(masked(GM)), Counting(masked(GM))
+    batched = guidance.cfg(one, 3.0, uncond)(x, sigma, cond)
+    separate = guidance.cfg(two, 3.0, uncond, batched=False)(x, sigma, cond)
+    assert one.calls == [2 * n] and two.calls == [n, n]
+    torch.testing.assert_close(batched, separate, rtol=1e-5, atol=1e-5)
+    exact = masked(GM)(x, sigma, uncond) + 3.0 * (masked(GM)(x, sigma, cond) - masked(GM)(x, sigma, uncond))
+    torch.testing.assert_close(batched, exact, rtol=1e-5, atol=1e-5)
+    scalar_sigma = guidance.cfg(masked(GM), 3.0, uncond)(x, torch.tensor(0.8), cond)  # a 0-d sigma is per row too
+    torch.testing.assert_close(scalar_sigma, batched, rtol=1e-5, atol=1e-5)
+
+
+class LabelNet(torch.nn.Module):
+    """A small class-conditional conv net as an EDM denoiser (label 10 is the null class)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(11, 16)
+        self.inp = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.out = torch.nn.Conv2d(16, 3, 3, padding=1)
+
+    def forward(self, x, sigma, cond):
+        s = torch.as_tensor(sigma, dtype=x.dtype).expand(x.shape[0])[:, None, None, None]
+        h = self.inp(x / (1 + s**2).sqrt()) + self.embed(cond["label"])[:, :, None, None] + s.log()
+        return x / (1 + s**2) + s / (1 + s**2).sqrt() * self.out(torch.nn.functional.silu(h))
+
+
+def test_cfg_and_compose_batched_equal_two_calls_on_a_small_network():
+    net = LabelNet().eval()
+    x = torch.randn(6, 3, 8, 8)
+    sigma = torch.linspace(0.1, 5, 6)
+    cond = {"label": torch.arange(6), "scale": 1.0}
+    uncond = {"label": torch.full((6,), 10), "scale": 1.0}
+    with torch.no_grad():
+        for wrap in (lambda b: guidance.cfg(net, 4.0, uncond, batched=b),
+                     lambda b: guidance.compose(net, [(cond, 2.0), ({**cond, "label": cond["label"].flip(0)}, -0.5)],
+                                                uncond, batched=b)):
+            torch.testing.assert_close(wrap(True)(x, sigma, cond), wrap(False)(x, sigma, cond), rtol=1e-5, atol=1e-5)
+
+
+def test_unstackable_conditions_take_the_two_call_path():
+    n = 30
+    x = torch.randn(n, 2)
+    sigma = torch.full((n,), 0.5)
+    for cond, uncond in (((1, 2), None),  # component tuples: no batch layout
+                         ({"keep": _keep(1, 1, 2)}, {"keep": torch.ones(1, 8, dtype=torch.bool)}),  # one row, not n
+                         ({"keep": _keep(n, 1), "names": ["a"] * n}, {"keep": _keep(n, 2), "names": ["a"] * n})):
+        den = Counting(conditional(GM) if isinstance(cond, tuple) else masked(GM))
+        guidance.cfg(den, 2.0, uncond)(x, sigma, cond)
+        assert den.calls == [n, n], cond
+        with pytest.raises(guidance.Unbatchable):
+            guidance.cfg(den, 2.0, uncond, batched=True)(x, sigma, cond)
+    den = Counting(conditional(GM))
+    guidance.compose(den, [((0, 1, 2), 1.0), ((2, 3, 4), 1.0)])(x, sigma)
+    assert den.calls == [n, n, n]
+    graph = {"pos": torch.zeros(n, 3), "ptr": torch.tensor([0, 10, n])}  # ragged: a per-molecule tensor
+    with pytest.raises(guidance.Unbatchable):
+        guidance.stack_conds([graph, graph.copy()], n)
+
+
+def test_stack_conds_layout():
+    a, b = torch.zeros(4, 3), torch.ones(4, 3)
+    got = guidance.stack_conds([{"h": a, "mask": None, "mode": "x", "extra": [a]},
+                                {"h": b, "mask": None, "mode": "x", "extra": [b]}], 4)
+    assert torch.equal(got["h"], torch.cat([a, b])) and got["mask"] is None and got["mode"] == "x"
+    assert torch.equal(got["extra"][0], torch.cat([a, b]))
+    for bad in ([a, b[:3]], [a, b.long()], [{"h": a}, {"g": b}], [{"mode": "x"}, {"mode": "y"}], [object(), object()]):
+        with pytest.raises(guidance.Unbatchable):
+            guidance.stack_conds(bad, 4)
+    same = Counting(conditional(GM))
+    guidance.cfg(same, 2.0, None)(torch.randn(5, 2), torch.ones(5), None)  # one object for both: one call
+    assert same.calls == [5]
