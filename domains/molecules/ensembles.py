@@ -116,9 +116,10 @@ def ensemble_scores(generated: Conformers, references: Conformers, *, mol: Chem.
 
     ``threshold`` defaults to ``default_threshold`` of the molecule's heavy-atom count.
     """
+    rmsd = rmsd_matrix(generated, references, mol=mol, max_matches=max_matches)
     if threshold is None:
-        threshold = default_threshold(_num_heavy(references, mol))
-    return scores_from_matrix(rmsd_matrix(generated, references, mol=mol, max_matches=max_matches), threshold, name)
+        threshold = default_threshold(_num_heavy(references, mol)) if rmsd.shape[1] else math.nan
+    return scores_from_matrix(rmsd, threshold, name)
 
 
 def _num_heavy(confs: Conformers, mol: Chem.Mol | None) -> int:

@@ -46,6 +46,7 @@ class Tolerances:
 
 
 TOLERANCES = Tolerances()
+RESTRAINT_K = 100.0  # kcal/mol/A^2: the wall holding a heavy atom beyond ``restrain`` Angstrom in ``repair``
 
 
 @dataclass
@@ -311,32 +312,58 @@ def aligned_rmsd(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(max(0.0, ((a ** 2).sum() + (b ** 2).sum() - 2 * s.sum()) / len(a))))
 
 
-def repair(mol: Chem.Mol, conf_id: int = -1, max_iters: int = 200, *, ref: Reference | None = None,
-           tol: Tolerances = TOLERANCES) -> Report:
-    """Relax one conformer in place with at most ``max_iters`` MMFF94 (else UFF) steps and check it again.
+def _relax(mol: Chem.Mol, conf_id: int, max_iters: int, free_heavy: bool, restrain: float | None) -> str:
+    """Minimise one conformer in place; heavy atoms fixed, or free (within ``restrain`` Angstrom if given). Returns
+    the force field used ("" when none covers the molecule)."""
+    ff, name = _force_field(mol, conf_id)
+    if ff is None:
+        return ""
+    for a in mol.GetAtoms():
+        if a.GetAtomicNum() == 1:
+            continue
+        if not free_heavy:
+            ff.AddFixedPoint(a.GetIdx())
+        elif restrain is not None:
+            add = ff.MMFFAddPositionConstraint if name == "mmff" else ff.UFFAddPositionConstraint
+            add(a.GetIdx(), restrain, RESTRAINT_K)
+    ff.Initialize()
+    ff.Minimize(maxIts=max_iters)
+    return name
 
-    The report says it was relaxed, with which force field and how far its heavy atoms moved (aligned RMSD). A
-    molecule neither force field covers is left as it was (``relaxed`` False).
+
+def repair(mol: Chem.Mol, conf_id: int = -1, max_iters: int = 200, *, restrain: float | None = 0.5,
+           ref: Reference | None = None, tol: Tolerances = TOLERANCES) -> Report:
+    """Relax one conformer in place with MMFF94 (else UFF), at most ``max_iters`` steps a stage, and check it again.
+
+    First only the hydrogens move (the heavy-atom geometry, which the RMSD metrics score, is kept); if that does not
+    pass, all atoms move, each heavy atom freely up to ``restrain`` Angstrom from where it was and held back beyond by
+    a flat-bottomed wall (None: unrestrained), so a bond or an angle is fixed without the force field rearranging
+    torsions. The report says it was relaxed, with which force field and how far the heavy atoms moved (aligned
+    RMSD). A molecule neither force field covers is left as it was (``relaxed`` False).
     """
     ref = ref if ref is not None else reference(mol)
     _prepare(mol)
     conf = mol.GetConformer(conf_id)
-    ff, name = _force_field(mol, conf.GetId())
-    if ff is None:
-        return validate(mol, conf.GetId(), ref=ref, tol=tol)
     heavy = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() > 1]
-    before = conf.GetPositions()[heavy]
-    ff.Minimize(maxIts=max_iters)
+    before = conf.GetPositions()
+    name = _relax(mol, conf.GetId(), max_iters, free_heavy=False, restrain=restrain)
+    if not name:
+        return validate(mol, conf.GetId(), ref=ref, tol=tol)
     report = validate(mol, conf.GetId(), ref=ref, tol=tol)
+    if not report.ok:
+        for i, p in enumerate(before):
+            conf.SetAtomPosition(i, p.tolist())
+        _relax(mol, conf.GetId(), max_iters, free_heavy=True, restrain=restrain)
+        report = validate(mol, conf.GetId(), ref=ref, tol=tol)
     report.relaxed, report.force_field = True, name
-    report.rmsd_moved = aligned_rmsd(before, conf.GetPositions()[heavy])
+    report.rmsd_moved = aligned_rmsd(before[heavy], conf.GetPositions()[heavy])
     return report
 
 
 @dataclass
 class Screened:
     """The outcome of ``screen``: the conformers kept (relaxed where repaired, or ETKDG's on fallback), one report
-    per kept conformer, how many were relaxed and dropped, and a warning when the molecule fell back to ETKDG."""
+    per kept conformer, how many kept ones were relaxed, how many were dropped, and a warning on ETKDG fallback."""
 
     mol: Chem.Mol
     reports: list[Report]
@@ -351,8 +378,8 @@ class Screened:
         return [{**r.props(), **source} for r in self.reports]
 
 
-def screen(mol: Chem.Mol, *, repair_failed: bool = True, max_iters: int = 200, fallback: bool = True, seed: int = 0,
-           tol: Tolerances = TOLERANCES) -> Screened:
+def screen(mol: Chem.Mol, *, repair_failed: bool = True, max_iters: int = 200, restrain: float | None = 0.5,
+           fallback: bool = True, seed: int = 0, tol: Tolerances = TOLERANCES) -> Screened:
     """Check every conformer, relax the failing ones (``repair``), drop those still failing; when none is left, fall
     back to as many ETKDGv3 conformers (checked, kept whatever the outcome) with a warning. ``mol`` is not changed."""
     from rdkit import Chem
@@ -363,7 +390,8 @@ def screen(mol: Chem.Mol, *, repair_failed: bool = True, max_iters: int = 200, f
     ref = reference(work, seed)
     reports = check_conformers(work, ref=ref, tol=tol)
     if repair_failed:
-        reports = [r if r.ok else repair(work, r.conf_id, max_iters, ref=ref, tol=tol) for r in reports]
+        reports = [r if r.ok else repair(work, r.conf_id, max_iters, restrain=restrain, ref=ref, tol=tol)
+                   for r in reports]
     kept = [r for r in reports if r.ok]
     n_relaxed = sum(r.relaxed for r in kept)
     out = Chem.Mol(work)

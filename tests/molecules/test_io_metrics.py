@@ -137,3 +137,57 @@ def test_etkdg_start_at_a_tiny_noise_level_keeps_the_embeddings():
     assert np.abs(far[1] - starts[1]).max() > 0.5
     with pytest.raises(ValueError, match="one \\[k, n_atoms, 3\\] array"):
         sample_conformers(den, graphs, 2, tiny, init=starts)
+
+
+def test_smi_undecodable_lines_are_named_and_the_rest_goes_on(tmp_path):
+    path = tmp_path / "in.smi"
+    path.write_bytes(b"\xef\xbb\xbfCCO ethanol\r\nC\xffC bad\r\nCCN amine\n\x00\nc1ccccc1\nCCO \xe9thanol\nOCC#N\n")
+    items = read_smi(path)
+    assert [i.name for i in items] == ["ethanol", "in_2", "amine", "in_4", "in_5", "in_6", "in_7"]
+    assert [i.mol is not None for i in items] == [True, False, True, False, True, False, True]
+    assert items[1].error == "in.smi:2: line is not UTF-8 text (byte 0xff at column 2); save the file as UTF-8"
+    assert items[3].error.startswith("in.smi:4: invalid SMILES") and items[5].error.startswith("in.smi:6: line is not")
+    assert [i.name for i in read_inputs([str(path), "CC"])][-1] == "CC"
+
+
+def _bad_valence_block() -> str:
+    mol = Chem.MolFromSmiles("CC(C)(C)(C)(C)C", sanitize=False)
+    mol.UpdatePropertyCache(strict=False)
+    return Chem.MolToMolBlock(mol, kekulize=False)
+
+
+def test_unreadable_sdf_records_are_named_and_skipped(tmp_path):
+    good = parse_smiles("CC(=O)N")
+    AllChem.EmbedMolecule(good, randomSeed=1)
+    good.SetProp("_Name", "acetamide")
+    block = Chem.MolToMolBlock(good).encode() + b"$$$$\n"
+    path = tmp_path / "in.sdf"
+    path.write_bytes(block + b"acet\xe9mide" + block[len("acetamide"):] + _bad_valence_block().encode() + b"$$$$\n"
+                     + b"junk\n\n\n  2  1  0  0\nxx\n$$$$\n" + block)
+    items = read_sdf(path)
+    assert [i.name for i in items] == ["acetamide", "in_2", "in_3", "in_4", "acetamide"]
+    assert [i.mol is not None for i in items] == [True, False, False, False, True]
+    assert items[1].error == "in.sdf record 2: unreadable SDF record: not UTF-8 text (byte 0xe9)"
+    assert items[2].error.startswith("in.sdf record 3: unreadable SDF record:") and "valence" in items[2].error.lower()
+    assert items[3].error == "in.sdf record 4: unreadable SDF record: not a valid MDL mol block"
+    refs = read_sdf(path, need_3d=True)
+    assert [i.mol is not None for i in refs] == [True, False, False, False, True]
+
+
+def test_write_sdf_conformer_properties(tmp_path):
+    mol = parse_smiles("CCO")
+    AllChem.EmbedMultipleConfs(mol, 2, randomSeed=1)
+    path = write_sdf(mol, tmp_path / "e.sdf", "e", conf_props=[{"polydiff_valid": "1"}, {"polydiff_valid": "0"}])
+    assert [m.GetProp("polydiff_valid") for m in Chem.SDMolSupplier(str(path), removeHs=False)] == ["1", "0"]
+    with pytest.raises(ValueError, match="conf_props"):
+        write_sdf(mol, tmp_path / "f.sdf", conf_props=[{}])
+
+
+def test_io_ensembles_validation_import_without_rdkit():
+    import subprocess
+    import sys
+
+    code = ("import sys, polydiff.domains.molecules.io, polydiff.domains.molecules.ensembles, "
+            "polydiff.domains.molecules.validation; print('rdkit' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
