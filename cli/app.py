@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import platform
 import sys
+import traceback
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -145,8 +146,8 @@ def main(argv: list[str] | None = None) -> None:
         where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
         print(f"error: {exc.format_message()}{where}", file=sys.stderr)
         sys.exit(2)
-    except Exception as exc:  # one line (exit 2 for our UsageError, 1 otherwise); --debug re-raises
+    except Exception as exc:  # one line (exit 2 for our UsageError, 1 otherwise); --debug adds the traceback
         if DEBUG["on"]:
-            raise
+            traceback.print_exc()
         sys.exit(fail(exc))
     sys.exit(0)

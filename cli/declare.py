@@ -11,7 +11,15 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from polydiff.plugins.errors import UsageError
 from polydiff.plugins.options import Field, base_type, check_value
+
+from .errors import DEBUG
+
+try:  # newer typer versions vendor click
+    from typer._click.exceptions import UsageError as ClickUsageError
+except ImportError:
+    from click.exceptions import UsageError as ClickUsageError
 
 
 def _cli_type(f: Field) -> Any:
@@ -62,7 +70,12 @@ def command(name: str, help: str, fields: list[Field], action: Callable[[dict[st
     ordered = sorted(fields, key=lambda f: not (f.name == argument or f.spec.argument))
 
     def run(**values: Any) -> None:
-        action({f.name: check_value(f, values[f.name]) if f.name in values else f.default for f in fields})
+        try:
+            action({f.name: check_value(f, values[f.name]) if f.name in values else f.default for f in fields})
+        except UsageError as exc:  # exit 2 however the app is invoked (console script, CliRunner)
+            if DEBUG["on"]:
+                raise
+            raise ClickUsageError(str(exc)) from exc
 
     run.__name__ = name.replace("-", "_")
     run.__doc__ = help

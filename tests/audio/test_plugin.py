@@ -9,7 +9,8 @@ import soundfile as sf
 import torch
 
 from polydiff.plugins.runs import Run, build_denoiser, resolve_config
-from polydiff.domains.audio.plugin import class_labels, make_domain, prepare
+from polydiff.domains.audio.plugin import make_domain, prepare
+from polydiff.plugins.errors import ConfigError, OptionError
 
 TINY_CFG = {
     "data": {"n_voices": 5, "valid_fraction": 0.0, "test_fraction": 0.2},
@@ -42,18 +43,17 @@ def test_dataset_batches_are_normalised_mels_with_labels(run):
     assert batch.x0.shape == (3, 1, 64, 64) and batch.cond["label"].shape == (3,)
     assert len(ds) == 40 and len(domain.build_dataset(run.config["data"], "test")) == 10
     assert abs(float(ds.x.mean())) < 1e-3 and abs(float(ds.x.std()) - 1) < 1e-3
-    with pytest.raises(ValueError, match="unknown audio data setting"):
-        prepare({"n_voice": 3})
+    with pytest.raises(ConfigError, match="unknown key 'n_voice' in \\[data\\]"):
+        resolve_config(domain, "quick", {"data": {"n_voice": 3}})
 
 
 def test_class_labels(run):
-    p = prepare(run.config["data"])
-    assert class_labels(p, "seven", 2).tolist() == [7, 7]
-    assert class_labels(p, "3", 1).tolist() == [3]
-    assert class_labels(p, "all", 12).tolist() == list(range(10)) + [0, 1]
-    assert class_labels(p, None, 2).tolist() == [-1, -1]
-    with pytest.raises(ValueError, match="unknown class 'eleven'"):
-        class_labels(p, "eleven", 1)
+    assert run.labels("seven", 2).tolist() == [7, 7]
+    assert run.labels("3", 1).tolist() == [3]
+    assert run.labels("all", 12).tolist() == list(range(10)) + [0, 1]
+    assert run.labels(None, 2) is None
+    with pytest.raises(OptionError, match="--digit: unknown class 'eleven'"):
+        run.labels("eleven", 1)
 
 
 def test_a_fitted_run_samples_without_its_clips(run, monkeypatch):
@@ -69,17 +69,16 @@ def test_a_fitted_run_samples_without_its_clips(run, monkeypatch):
     data._prepare.cache_clear()
     shipped = Run(run.domain, {**run.config, "data": {**run.config["data"], "n_voices": 6}, "fitted": fitted},
                   run.denoiser, run.path, run.device)
-    out = run.domain.generate(shipped, 2, label="seven", generator=torch.Generator().manual_seed(0))
-    assert out["labels"] == [7, 7] and out["normalizer"] == fitted["normalizer"]
+    out = shipped.sample(2, label="seven", seed=0)
+    assert out["labels"] == [7, 7] and out.meta["normalizer"] == fitted["normalizer"]
     data._prepare.cache_clear()
 
 
 def test_generate_and_save(run, tmp_path):
-    g = torch.Generator().manual_seed(0)
-    out = run.domain.generate(run, 2, generator=g, label="all")
+    out = run.sample(2, label="all", seed=0)
     assert out["waves"].shape == (2, 16000) and out["x"].shape == (2, 1, 64, 64)
     assert out["labels"] == [0, 1]
-    files = run.domain.save_samples(out, tmp_path, {})
+    files = run.domain.save_samples(out, tmp_path)
     names = sorted(f.name for f in files)
     assert names == ["normalizer.json", "sample_000_zero.wav", "sample_001_one.wav", "spectrograms.png"]
 
@@ -87,15 +86,14 @@ def test_generate_and_save(run, tmp_path):
 def test_inpainting_keeps_the_clip_outside_the_span(run, tmp_path, tiny_test):
     clip = tmp_path / "clip.wav"
     sf.write(clip, tiny_test.waves[0].numpy(), 16000)
-    g = torch.Generator().manual_seed(0)
-    out = run.domain.generate(run, 1, generator=g, label="two", inpaint=clip, mask="0.25:0.5")
+    out = run.sample(1, label="two", inpaint=clip, mask="0.25:0.5", seed=0)
     from polydiff.domains.audio.plugin import known_from_clip
 
     known, mask = known_from_clip(prepare(run.config["data"]), clip, "0.25:0.5")
     assert torch.allclose(out["x"] * mask, known * mask, atol=1e-4)
     assert not torch.allclose(out["x"][..., 16:32], known[..., 16:32])
-    with pytest.raises(ValueError, match="both --inpaint"):
-        run.domain.generate(run, 1, inpaint=clip)
+    with pytest.raises(OptionError, match="both --inpaint"):
+        run.sample(1, inpaint=clip)
 
 
 @pytest.mark.slow

@@ -64,7 +64,7 @@ def test_train_sample_evaluate(tmp_path, qm9_cache, monkeypatch):
     assert info["init"] == "etkdg" and info["etkdg_started"] == 2
     res = runner.invoke(app, ["molecules", "sample", "--smiles", "CCO", "--run", str(run), "--init", "rdkit",
                               "--device", "cpu"])
-    assert res.exit_code != 0 and "unknown init 'rdkit'" in str(res.exception)
+    assert res.exit_code == 2 and "'rdkit' is not one of noise, etkdg" in res.output
     res = runner.invoke(app, ["molecules", "sample", "--smiles", "C1CC", "--run", str(run), "--device", "cpu"])
     assert res.exit_code == 2 and "none of the inputs is a usable molecule" in res.output
 

@@ -32,14 +32,13 @@ def test_refs(qm9_small, tmp_path_factory):
 
 def test_shipped_run_refines_etkdg(shipped, test_refs):
     assert shipped.config["sample"]["init"] == "etkdg"
-    r = shipped.domain.evaluate(shipped, reference=test_refs, n=50, k=3, generator=torch.Generator().manual_seed(0))
+    r = shipped.evaluate(50, reference=test_refs, k=3, seed=0)
     assert r["model_etkdg_started"] == 1.0 and r["model_stereo_ok"] == 1.0
     assert r["model_mean"] < r["etkdg_mean"] - 0.05, r
     assert r["model_coverage"] > r["etkdg_coverage"], r
 
 
 def test_shipped_run_from_noise_alone(shipped, test_refs):
-    r = shipped.domain.evaluate(shipped, reference=test_refs, n=50, k=3, generator=torch.Generator().manual_seed(0),
-                                init="noise", etkdg=False)
+    r = shipped.evaluate(50, reference=test_refs, k=3, seed=0, init="noise", no_etkdg=True)
     assert r["model_etkdg_started"] == 0.0 and r["model_failed"] == 0
     assert r["model_coverage"] >= 0.75 and r["model_median"] < 0.45, r

@@ -13,6 +13,7 @@ from polydiff.domains.points.files import read_cloud, write_ply
 from polydiff.domains.common.datasets import collate_labelled as collate
 from polydiff.domains.points.plugin import make_domain, prepare
 from polydiff.plugins.manager import get_manager
+from polydiff.plugins.errors import ConfigError
 from polydiff.plugins.runs import resolve_config, train
 
 TINY = {"data": {"n_points": 48, "n_per_class": 5},
@@ -43,8 +44,8 @@ def test_dataset_collate_and_normalisation_stated() -> None:
     p = prepare(cfg["data"])
     assert np.allclose(p.train_points.reshape(-1, 3).mean(0), 0, atol=1e-5)
     assert not set(p.train.names) & set(p.test.names)
-    with pytest.raises(ValueError, match="unknown points data setting"):
-        prepare({**cfg["data"], "npoints": 3})
+    with pytest.raises(ConfigError, match="unknown key 'npoints' in \\[data\\]"):
+        resolve_config(make_domain(), "quick", {"data": {"npoints": 3}})
 
 
 def test_cli_sample_evaluate_and_complete(run_dir: Path, tmp_path: Path) -> None:
@@ -73,10 +74,10 @@ def test_cli_sample_evaluate_and_complete(run_dir: Path, tmp_path: Path) -> None
     assert res.exit_code == 0, res.output
     done = read_cloud(tmp_path / "c" / "cloud_0000.ply")
     assert done.shape == (48, 3) and np.allclose(done[:10], partial, atol=1e-4)
-    assert json.loads((tmp_path / "c" / "samples.json").read_text())["complete"].endswith("partial.ply")
+    assert json.loads((tmp_path / "c" / "samples.json").read_text())["options"]["complete"].endswith("partial.ply")
 
     res = runner.invoke(app, ["points", "sample", "--run", str(run_dir), "--class", "sofa", "--device", "cpu"])
-    assert res.exit_code != 0 and "unknown class 'sofa'" in str(res.exception)  # `main` prints it as one line
+    assert res.exit_code == 2 and "unknown class 'sofa'" in res.output
 
 
 def test_cli_points_per_cloud_and_upsampling(run_dir: Path, tmp_path: Path) -> None:
@@ -136,9 +137,6 @@ def test_train_points_draws_fresh_subsets_and_the_run_stores_what_sampling_needs
 
 
 def test_a_run_trained_on_subsets_samples_larger_clouds_in_anchored_sets(run_dir: Path) -> None:
-    import torch
-
-    from polydiff.domains.points.plugin import generate
     from polydiff.plugins.runs import load_run
 
     run = load_run(make_domain(), run_dir, "cpu")
@@ -146,26 +144,23 @@ def test_a_run_trained_on_subsets_samples_larger_clouds_in_anchored_sets(run_dir
     calls = []
     net = run.denoiser
     run.denoiser = lambda x, sigma, cond=None: calls.append(x.shape[1]) or net(x, sigma, cond)
-    out = generate(run, 2, steps=2, sampler="euler", generator=torch.Generator().manual_seed(0), n_points=40)
-    assert out["points"].shape == (2, 40, 3) and out["anchored_set_size"] == 16 and set(calls) == {16}
+    out = run.sample(2, steps=2, sampler="euler", seed=0, points=40)
+    assert out["points"].shape == (2, 40, 3) and out.meta["anchored_set_size"] == 16 and set(calls) == {16}
     calls.clear()
-    out = generate(run, 2, steps=2, sampler="euler", generator=torch.Generator().manual_seed(0), n_points=40,
-                   anchor=False)
-    assert out["anchored_set_size"] is None and set(calls) == {40}
-    calls.clear()
-    out = generate(run, 2, steps=2, sampler="euler", generator=torch.Generator().manual_seed(0), n_points=40,
-                   label="mug", guidance_scale=2.0)  # guidance wraps the anchored sets: its null cond is per cloud
-    assert out["points"].shape == (2, 40, 3) and set(calls) == {16} and len(calls) == 4
-    rows = []
+    out = run.sample(2, steps=2, sampler="euler", seed=0, points=40, label="mug", guidance_scale=2.0)
+    assert out["points"].shape == (2, 40, 3) and set(calls) == {16} and len(calls) == 2  # guidance wraps the anchored
+    rows = []  # sets in one batched call per step: its null cond is per cloud
     run.denoiser = lambda x, sigma, cond=None: rows.append(x.shape[0]) or net(x, sigma, cond)
-    out = generate(run, 2, steps=1, sampler="euler", n_points=40)  # default context 12: 24 new points in 6 chunks
-    assert out["anchor_context"] == 12 and rows == [2 * (1 + 6)]
+    out = run.sample(2, steps=1, sampler="euler", points=40)  # default context 12: 24 new points in 6 chunks
+    assert out.meta["anchor_context"] == 12 and rows == [2 * (1 + 6)]
     rows.clear()
     run.config["sample"]["anchor_context"] = 8  # less context, 8 new points per chunk: 3 chunks
-    out = generate(run, 2, steps=1, sampler="euler", n_points=40)
-    assert out["anchor_context"] == 8 and rows == [2 * (1 + 3)]
+    out = run.sample(2, steps=1, sampler="euler", points=40)
+    assert out.meta["anchor_context"] == 8 and rows == [2 * (1 + 3)]
     run.config["sample"]["anchor_context"] = 16
     with pytest.raises(ValueError, match="anchor context"):
-        generate(run, 1, steps=1, sampler="euler", n_points=40)
+        run.sample(1, steps=1, sampler="euler", points=40)
     run.config["sample"]["anchored"] = False  # a run can turn it off for good
-    assert generate(run, 1, steps=1, sampler="euler", n_points=40)["anchored_set_size"] is None
+    calls.clear()
+    run.denoiser = lambda x, sigma, cond=None: calls.append(x.shape[1]) or net(x, sigma, cond)
+    assert run.sample(1, steps=1, sampler="euler", points=40).meta["anchored_set_size"] is None and set(calls) == {40}

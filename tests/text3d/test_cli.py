@@ -1,5 +1,5 @@
 """text3d's documented commands with tiny settings: train-prior (= the generic train), sample-prior, generate (with a
-distillation preset), the older ``sample`` spellings calling the same code, and one-line errors with exit status 1."""
+distillation preset), the older ``sample`` spellings calling the same code, and one-line errors (exit 2 for usage)."""
 from __future__ import annotations
 
 import json
@@ -91,28 +91,28 @@ def test_distill_config_takes_a_preset_but_keeps_the_priors_size(run_dir: Path) 
         distill_config(run, preset="huge")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["generate"], "no prompt"),
-    (["sample-prior", " "], "no prompt"),
-    (["generate", "a red mug", "--method", "dreamfusion"], "unknown distillation method 'dreamfusion'"),
-    (["generate", "a red mug", "--preset", "huge"], "no preset 'huge'"),
-    (["generate", "a red mug"], "no trained prior (the shipped one is missing): train one with `polydiff text3d train-prior"),
-    (["sample-prior", "a red mug", "--run", "no/such/run"], "is not a run folder"),
+@pytest.mark.parametrize("args, code, message", [
+    (["generate"], 2, "PROMPT: missing"),
+    (["sample-prior", " "], 2, "empty prompt"),
+    (["generate", "a red mug", "--method", "dreamfusion"], 2, "'dreamfusion' is not one of sds, sjc"),
+    (["generate", "a red mug", "--preset", "huge"], 2, "'huge' is not one of quick, full"),
+    (["generate", "a red mug"], 1, "ships no checkpoint: train one with `polydiff text3d train"),
+    (["sample-prior", "a red mug", "--run", "no/such/run"], 2, "is not a run folder"),
 ])
-def test_bad_input_is_one_line_and_exit_1(args: list[str], message: str, monkeypatch, capsys) -> None:
+def test_bad_input_is_one_line(args: list[str], code: int, message: str, monkeypatch, capsys) -> None:
     monkeypatch.setattr(get_manager().domain("text3d"), "shipped_run", None)
     with pytest.raises(SystemExit) as done:
         main(["text3d", *args])
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert done.value.code == 1 and len(errors) == 1 and message in errors[0]
+    assert done.value.code == code and len(errors) == 1 and message in errors[0], err
     assert "Traceback" not in err
 
 
 def test_missing_prompt_in_a_subprocess() -> None:
     done = subprocess.run([sys.executable, "-m", "polydiff.cli", "text3d", "generate", "--out", "unused"],
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 1 and done.stdout == ""
+    assert done.returncode == 2 and done.stdout == ""
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert errors == ["error: no prompt: say what to make, e.g. polydiff text3d generate 'a red mug' --out DIR"]
+    assert len(errors) == 1 and errors[0].startswith("error: PROMPT: missing: give it as the first argument")
     assert "Traceback" not in done.stderr

@@ -20,8 +20,7 @@ def _foreground_colour(images: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("colour, shape", [("red", "mug"), ("blue", "chair"), ("green", "table")])
 def test_prior_images_take_the_prompted_colour(prior, colour: str, shape: str) -> None:
-    out = prior.domain.generate(prior, 4, prompt=f"a {colour} {shape}", images=True, steps=10,
-                                generator=torch.Generator().manual_seed(0))
+    out = prior.sample(4, prompt=f"a {colour} {shape}", images=True, steps=10, seed=0)
     mean = _foreground_colour(out["images"])
     nearest = min(COLORS, key=lambda name: float((torch.tensor(COLORS[name]) - mean).norm()))
     assert nearest == colour, f"mean foreground colour {mean.tolist()} is nearest to {nearest}"
