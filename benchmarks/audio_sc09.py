@@ -18,7 +18,7 @@ import torch
 
 from polydiff.core.samplers import nfe, steps_for_nfe
 from polydiff.domains.audio.evaluation import get_judge, reanalyse, score
-from polydiff.domains.audio.plugin import generate, make_domain, prepare
+from polydiff.domains.audio.plugin import make_domain, prepare
 from polydiff.plugins.runs import load_run, resolve_config, train
 
 COLUMNS = ("accuracy", "fid", "is", "mis", "am", "ndb_over_k")
@@ -71,8 +71,8 @@ def main() -> None:
         g = torch.Generator(device=run.device).manual_seed(a.seed)
         lab = labels[:count] if count <= n else torch.arange(count) % p.train.num_classes
         t = time.perf_counter()
-        out = generate(run, count, sampler=sampler, steps=steps, generator=g, labels=lab,
-                       guidance_scale=a.guidance_scale, gl_iters=a.gl_iters)
+        out = run.sample(count, sampler=sampler, steps=steps, generator=g, labels=lab,
+                         guidance_scale=a.guidance_scale, gl_iters=a.gl_iters)
         sec = (time.perf_counter() - t) / count
         rows.append((f"ours {sampler} {steps} steps", str(nfe(sampler, steps)), score(judge, out["reanalysed"], lab), sec,
                      count))

@@ -67,8 +67,9 @@ def main() -> None:
         def model(init: str, steps: int):
             def method(mols, k):
                 inputs = [MolInput(str(i), m) for i, m in enumerate(mols)]
-                out = domain.generate(run, len(mols), sampler=args.sampler, steps=steps, generator=gen, inputs=inputs,
-                                      k=k, init=init, init_sigma=args.init_sigma)
+                request = run.request(k, sampler=args.sampler, steps=steps, generator=gen, init=init,
+                                      init_sigma=args.init_sigma)
+                out = domain.generate(run, request, inputs)
                 return [m for _, m in out["molecules"]]
             return method
 

@@ -23,7 +23,7 @@ from polydiff.core.samplers import nfe as count_nfe
 from polydiff.core.samplers import steps_for_nfe
 from polydiff.core.schedules import LinearBeta, ddpm_sigmas
 from polydiff.domains.points.metrics import evaluate_sets
-from polydiff.domains.points.plugin import generate, make_domain, prepare
+from polydiff.domains.points.plugin import make_domain, prepare
 from polydiff.plugins.runs import load_run, resolve_config, train
 
 COLUMNS = ("1nna_cd", "1nna_emd", "mmd_cd", "mmd_emd", "cov_cd", "cov_emd")
@@ -60,10 +60,8 @@ def calls_per_step(run, conditional: bool, guidance_scale: float | None) -> int:
 
 def timed_generate(run, labels: torch.Tensor | None, n: int, sigmas: torch.Tensor, sampler: str, seed: int,
                    guidance_scale: float | None) -> tuple[np.ndarray, float]:
-    g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
-    pts = generate(run, n, sampler=sampler, sigmas=sigmas, generator=g, labels=labels,
-                   guidance_scale=guidance_scale)["points"]
+    pts = run.sample(n, sampler=sampler, sigmas=sigmas, seed=seed, labels=labels, guidance_scale=guidance_scale)["points"]
     return pts, (time.perf_counter() - t0) / n
 
 

@@ -36,7 +36,7 @@ def main() -> None:
     run = load_run(domain, args.run, args.device)
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        rows.append(domain.evaluate(run, seed=seed, method=args.method, iters=args.iters, progress=True))
+        rows.append(run.evaluate(seed=seed, method=args.method, iters=args.iters, progress=True))
         per_prompt = {k[len(PER_PROMPT):-1]: v for k, v in rows[-1].items() if k.startswith(PER_PROMPT)}
         print(f"seed {seed}: " + ", ".join(f"{prompt} {v:.2f}" for prompt, v in per_prompt.items()), flush=True)
     print(f"\ntext3d R-precision, {args.method}, run {run.path}, torch threads {torch.get_num_threads()}")

@@ -283,12 +283,13 @@ class Run:
         """A generator on the run's device seeded with ``seed`` (0 when None)."""
         return torch.Generator(device=self.device).manual_seed(0 if seed is None else int(seed))
 
-    def sample(self, n: int | None = None, *, label: int | str | None = None, labels: torch.Tensor | None = None,
-               sampler: str | None = None, steps: int | None = None, guidance: str | None = None,
-               guidance_scale: float | None = None, seed: int | None = None, generator: torch.Generator | None = None,
-               progress: bool = False, sigmas: torch.Tensor | None = None, **options: Any) -> Samples:
-        """Draw ``n`` samples (default: the domain's ``-n``) as ``Samples``; ``label`` is a class name, index or
-        ``all``, ``labels`` a class per sample; ``options`` are the domain's declared ``sample`` options."""
+    def request(self, n: int | None = None, *, label: int | str | None = None, labels: torch.Tensor | None = None,
+                sampler: str | None = None, steps: int | None = None, guidance: str | None = None,
+                guidance_scale: float | None = None, seed: int | None = None,
+                generator: torch.Generator | None = None, progress: bool = False, sigmas: torch.Tensor | None = None,
+                **options: Any) -> SampleRequest:
+        """The ``SampleRequest`` that ``sample`` hands to the domain, every choice checked (for callers that call a
+        domain's ``generate`` with more than options carry, such as prepared molecules in a benchmark)."""
         n = self.domain.count("sample").default if n is None else n
         if n is None or n < 1:
             raise OptionError(self.domain.count("sample").flags[0], f"must be at least 1, got {n}")
@@ -297,9 +298,15 @@ class Run:
         if labels is None:
             labels = self.labels(label, n)
         explicit = _given(sampler=sampler, steps=steps, guidance=guidance, guidance_scale=guidance_scale, seed=seed)
-        request = SampleRequest(n, settings, generator or self.generator(seed), labels, opts, progress, sigmas, explicit)
+        return SampleRequest(n, settings, generator or self.generator(seed), labels, opts, progress, sigmas, explicit)
+
+    def sample(self, n: int | None = None, **kwargs: Any) -> Samples:
+        """Draw ``n`` samples (default: the domain's ``-n``) as ``Samples``. Keywords: ``label`` (a class name, index
+        or ``all``) or ``labels`` (a class per sample), ``sampler``, ``steps``, ``guidance``, ``guidance_scale``,
+        ``seed`` or ``generator``, ``progress``, ``sigmas``, and the domain's declared ``sample`` options."""
+        request = self.request(n, **kwargs)
         samples = self.domain.generate(self, request)
-        samples.settings = settings
+        samples.settings = request.settings
         return samples
 
     def evaluate(self, n: int | None = None, *, sampler: str | None = None, steps: int | None = None,
