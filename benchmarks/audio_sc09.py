@@ -18,7 +18,8 @@ import torch
 
 from polydiff.core.samplers import nfe, steps_for_nfe
 from polydiff.domains.audio.evaluation import get_judge, reanalyse, score
-from polydiff.domains.audio.plugin import make_domain, prepare
+from polydiff.domains.audio.data import prepare
+from polydiff.domains.audio.plugin import make_domain
 from polydiff.plugins.runs import load_run, resolve_config, train
 
 COLUMNS = ("accuracy", "fid", "is", "mis", "am", "ndb_over_k")

@@ -23,7 +23,8 @@ from polydiff.core.samplers import nfe as count_nfe
 from polydiff.core.samplers import steps_for_nfe
 from polydiff.core.schedules import LinearBeta, ddpm_sigmas
 from polydiff.domains.points.metrics import evaluate_sets
-from polydiff.domains.points.plugin import make_domain, prepare
+from polydiff.domains.points.plugin import make_domain
+from polydiff.domains.points.prepared import prepare
 from polydiff.plugins.runs import load_run, resolve_config, train
 
 COLUMNS = ("1nna_cd", "1nna_emd", "mmd_cd", "mmd_emd", "cov_cd", "cov_emd")

@@ -19,6 +19,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import OptionError
+from .lazy import lazy, resolve
 
 GROUP = "polydiff"
 DISABLE_ENV = "POLYDIFF_DISABLE_PLUGINS"
@@ -39,12 +40,19 @@ class PluginInfo:
     disabled: bool = False
 
 
-def _builtins() -> dict[str, dict[str, Any]]:
-    """The core's samplers, schedules and guidance methods, registered under the owner ``polydiff.core``."""
-    from polydiff.core import guidance, samplers, schedules
+BUILTIN_SAMPLERS = ("euler", "heun", "ddim", "ddpm", "euler_maruyama", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde",
+                    "dpmpp_3m_sde", "langevin_pc")
+BUILTIN_SCHEDULES = {"linear": "LinearBeta", "cosine": "Cosine", "sigmoid": "Sigmoid", "edm": "EDM",
+                     "flow": "RectifiedFlow"}
+BUILTIN_GUIDANCE = {"cfg": "cfg"}
 
-    return {"samplers": dict(samplers.SAMPLERS), "schedules": dict(schedules.SCHEDULES),
-            "guidance": {"cfg": guidance.cfg}}
+
+def _builtins() -> dict[str, dict[str, Any]]:
+    """The core's samplers, schedules and guidance methods as lazy references (``polydiff --help`` imports no torch);
+    a test checks these names against the core's own tables."""
+    return {"samplers": {n: lazy(f"polydiff.core.samplers:{n}") for n in BUILTIN_SAMPLERS},
+            "schedules": {n: lazy(f"polydiff.core.schedules:{c}") for n, c in BUILTIN_SCHEDULES.items()},
+            "guidance": {n: lazy(f"polydiff.core.guidance:{f}") for n, f in BUILTIN_GUIDANCE.items()}}
 
 
 class PluginManager:
@@ -141,7 +149,7 @@ class PluginManager:
         if name not in self.registry[kind]:
             known = ", ".join(sorted(self.registry[kind]))
             raise OptionError(option, f"unknown {kind[:-1]} {name!r}; known: {known} (see `polydiff info`)")
-        return self.registry[kind][name]
+        return resolve(self.registry[kind][name])
 
     def sampler(self, name: str) -> Callable[..., Any]:
         """The sampler function registered as ``name``; a usage error listing the known ones otherwise."""

@@ -265,6 +265,11 @@ class Run:
         return get_manager().guidance_method(name)(base, settings.guidance_scale, self.domain.null_cond(cond))
 
     # ---- drawing ------------------------------------------------------------------------------------------------
+    @staticmethod
+    def sampler_function(name: str) -> Any:
+        """The sampler function registered as ``name`` (built-in or a plugin's)."""
+        return get_manager().sampler(name)
+
     def draw(self, like: torch.Tensor, request: SampleRequest, *, cond: Any = None, denoiser: Any = None,
              noise: NoiseFn | None = None, sigmas: torch.Tensor | None = None) -> torch.Tensor:
         """Samples shaped like ``like``: noise at the grid's first sigma, then the request's sampler down the grid
@@ -275,7 +280,7 @@ class Run:
         blank = torch.empty(like.shape, device=self.device, dtype=torch.float32)
         x = (noise or gaussian)(blank, request.generator) * sigmas[0]
         den = self.guided(cond, request.settings) if denoiser is None else denoiser
-        method = get_manager().sampler(request.settings.sampler)
+        method = self.sampler_function(request.settings.sampler)
         return core_sample(den, x, sigmas, method, cond=cond, noise=noise, generator=request.generator,
                            progress=request.progress)
 

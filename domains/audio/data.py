@@ -15,31 +15,7 @@ from .clipset import ClipSet
 from .digits import DIGITS, DigitSetConfig, load_digits
 from .features import MelConfig, MelNormalizer, fit_normalizer, mels_of
 from .folder import load_folder
-
-@dataclass
-class Data:
-    """The ``data`` section: the clips (built-in espeak digits or a folder), their split and the log-mel features."""
-
-    source: str = "digits"
-    """``digits`` (spoken digits synthesised with espeak-ng) or ``folder``."""
-    folder: str | None = None
-    """With ``source = "folder"``: a folder of .wav/.flac/.ogg clips whose sub-folders name the classes."""
-    n_voices: int = 10
-    takes: int = 1
-    seed: int = 0
-    valid_fraction: float = 0.1
-    test_fraction: float = 0.2
-    conditional: bool = True
-    n_mels: int = 64
-    normalizer: dict | None = None
-    """A fixed log-mel normaliser (``MelNormalizer.to_dict()``); None fits one on the training clips."""
-
-    def __post_init__(self) -> None:
-        if self.source not in ("digits", "folder"):
-            raise ValueError(f"data.source must be 'digits' or 'folder', not {self.source!r}")
-        if self.source == "folder" and not self.folder:
-            raise ValueError("data.source 'folder' needs data.folder (a folder of .wav/.flac/.ogg files)")
-
+from .sections import Data
 
 
 def data_config(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -52,6 +52,16 @@ def drop_labels(labels: torch.Tensor, p: float, null: int = NULL_LABEL,
     return torch.where(keep, labels, torch.full_like(labels, null))
 
 
+def drop_label_tensor(labels: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Label dropout on a condition that is the label tensor itself (a Domain's ``drop_cond``)."""
+    return drop_labels(labels, p, NULL_LABEL, generator)
+
+
+def null_labels(labels: torch.Tensor) -> torch.Tensor:
+    """The null version of a condition that is the label tensor itself (a Domain's ``null_cond``)."""
+    return torch.full_like(labels, NULL_LABEL)
+
+
 def drop_label_cond(cond: dict | None, p: float, generator: torch.Generator | None = None) -> dict | None:
     """Label dropout on a ``{"label": ...}`` condition (a Domain's ``drop_cond`` for class-conditional models)."""
     if cond is None:

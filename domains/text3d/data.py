@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from scipy import ndimage
 from .cameras import random_cameras, view_name
 from .fields import VoxelField
 from .render import random_light, render
+from .sections import RenderSetConfig
 from .text import cache_dir
 
 COLORS: dict[str, tuple[float, float, float]] = {
@@ -81,22 +82,6 @@ def shape_field(occupancy: np.ndarray, rgb: tuple[float, float, float], density:
     """
     soft = ndimage.gaussian_filter(occupancy.astype(np.float32), blur) if blur > 0 else occupancy.astype(np.float32)
     return VoxelField.from_grids(torch.from_numpy(soft * density), torch.tensor(rgb), bound)
-
-
-@dataclass(frozen=True)
-class RenderSetConfig:
-    """What a cached render set contains; its JSON is the cache key."""
-
-    n_per_class: int = 24
-    views_per_shape: int = 8
-    size: int = 32
-    voxel_resolution: int = 48
-    n_samples: int = 64
-    seed: int = 0
-    color_jitter: float = 0.05
-
-    def key(self) -> str:
-        return "renders_" + "_".join(f"{v}" for v in asdict(self).values())
 
 
 def _render_shape(occ: np.ndarray, rgb: tuple[float, float, float], cfg: RenderSetConfig, gen: torch.Generator):

@@ -9,7 +9,8 @@ import soundfile as sf
 import torch
 
 from polydiff.plugins.runs import Run, build_denoiser, resolve_config
-from polydiff.domains.audio.plugin import make_domain, prepare
+from polydiff.domains.audio.data import prepare
+from polydiff.domains.audio.plugin import make_domain
 from polydiff.plugins.errors import ConfigError, OptionError
 
 TINY_CFG = {
@@ -87,7 +88,7 @@ def test_inpainting_keeps_the_clip_outside_the_span(run, tmp_path, tiny_test):
     clip = tmp_path / "clip.wav"
     sf.write(clip, tiny_test.waves[0].numpy(), 16000)
     out = run.sample(1, label="two", inpaint=clip, mask="0.25:0.5", seed=0)
-    from polydiff.domains.audio.plugin import known_from_clip
+    from polydiff.domains.audio.sampling import known_from_clip
 
     known, mask = known_from_clip(prepare(run.config["data"]), clip, "0.25:0.5")
     assert torch.allclose(out["x"] * mask, known * mask, atol=1e-4)

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from polydiff.cli.app import build_app
 from polydiff.domains.points.files import read_cloud, write_ply
 from polydiff.domains.common.datasets import collate_labelled as collate
-from polydiff.domains.points.plugin import make_domain, prepare
+from polydiff.domains.points.plugin import make_domain
+from polydiff.domains.points.prepared import prepare
 from polydiff.plugins.manager import get_manager
 from polydiff.plugins.errors import ConfigError
 from polydiff.plugins.runs import resolve_config, train

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from polydiff.cli.app import build_app, main
-from polydiff.domains.text3d.plugin import distill_config
+from polydiff.domains.text3d.sampling import distill_config
 from polydiff.plugins.manager import get_manager
 from polydiff.plugins.runs import load_run
 
