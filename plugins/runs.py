@@ -195,6 +195,44 @@ class Run:
     device: torch.device
     _fitted: dict[str, Any] | None = field(default=None, repr=False)
 
+    @classmethod
+    def from_folder(cls, path: str | Path, device: str | torch.device = "cpu") -> "Run":
+        """The run saved in ``path`` (by ``train``, ``export`` or ``save``), its domain read from its config."""
+        cfg_path = Path(path) / "config.json"
+        if not cfg_path.is_file():
+            raise UsageError(f"{path} is not a run folder (no config.json)")
+        domain = get_manager().domain(json.loads(cfg_path.read_text()).get("domain", "?"))
+        return load_run(domain, Path(path), device)
+
+    def save(self, out: str | Path, *, dtype: str = "float32", overwrite: bool = False) -> Path:
+        """Write this run (its current weights, cast to ``dtype``, and its config) as a run folder ``out`` that
+        ``from_folder``, ``--run`` and ``export`` read; the rules of ``export`` apply to ``out``."""
+        out = Path(out)
+        if dtype not in EXPORT_DTYPES:
+            raise OptionError("--dtype", f"unknown dtype {dtype!r}; use one of {', '.join(EXPORT_DTYPES)}")
+        check_export_target(out, overwrite=overwrite)
+        weights = {k: v.detach().to("cpu", EXPORT_DTYPES[dtype]) if v.is_floating_point() else v.detach().cpu()
+                   for k, v in self.denoiser.state_dict().items()}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            save_checkpoint(staged / "checkpoint", {"model": weights},
+                            {"exported_from": str(self.path), "dtype": dtype, "ema": False})
+            (staged / "config.json").write_text(json.dumps(self.config, indent=2))
+            for name in ("loss.png", "metrics.jsonl", "command.txt"):
+                if (Path(self.path) / name).is_file():
+                    shutil.copyfile(Path(self.path) / name, staged / name)
+            replace_folder(staged, out)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        return out
+
+    def save_samples(self, samples: Samples, out: str | Path, *, overwrite: bool = False) -> list[Path]:
+        """Write ``samples`` with the domain's file formats, a PNG preview and ``samples.json`` into ``out``."""
+        from .outputs import write_samples
+
+        return write_samples(self.domain, samples, Path(out), record={"run": str(self.path)}, overwrite=overwrite)
+
     @property
     def schedule(self) -> Schedule:
         return build_schedule(self.config)

@@ -126,7 +126,7 @@ def random_urdfs_folder() -> Path:
     try:
         import pybullet_data
     except ImportError as exc:
-        raise ValueError("the random_urdfs set needs pybullet: pip install 'polydiff[points]'") from exc
+        raise ValueError("the random_urdfs set needs pybullet, which ships its meshes: pip install 'polydiff[points-urdfs]'") from exc
     return Path(pybullet_data.getDataPath()) / "random_urdfs"
 
 
