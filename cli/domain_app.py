@@ -119,11 +119,16 @@ def train_action(domain: Domain) -> Any:
         device = _prepare(shared)
         from polydiff.plugins.runs import train_folder
 
+        from polydiff.core.training import distributed_context
+
         t0 = time.time()
-        out = shared["out"]
+        out, rank = shared["out"], distributed_context()[0]
         run = train_folder(domain, out, preset=shared["preset"], config_file=shared["config"], override=override,
                            device=str(device), seed=shared["seed"], resume=shared["resume"],
-                           overwrite=shared["overwrite"], steps=shared["steps"], command=_command_line())
+                           overwrite=shared["overwrite"], steps=shared["steps"],
+                           command=_command_line() if rank == 0 else None)
+        if rank != 0:
+            return
         preset = run.config.get("preset", "custom")
         typer.echo(f"trained {domain.name} ({preset}) in {time.time() - t0:.0f} s -> {out} "
                    f"(loss plot: {out / 'loss.png'}); sample with --run {out}")
@@ -142,26 +147,71 @@ def sample_action(domain: Domain) -> Any:
     def act(values: dict[str, Any]) -> None:
         shared, own = _split(domain, "sample", values)
         opts = build_options(domain.options.get("sample"), own)
-        from polydiff.plugins.folders import locked, prepare_sample_folder
-        from polydiff.plugins.outputs import sample_folder, write_samples
+        from polydiff.core.training import distributed_context
 
         if shared["out"] is not None and shared["out"].is_file():
             raise OptionError("--out", f"{shared['out']} is a file; give a folder")
+        rank, world = distributed_context()
+        if world > 1 and shared["out"] is None:
+            raise OptionError("--out", "under torchrun every rank writes into one --out: give it")
         run = _open(domain, shared)
-        out = sample_folder(domain, shared["out"])
-        with locked(out):  # held from the check to the last file: no other process writes here meanwhile
-            prepare_sample_folder(out, overwrite=shared["overwrite"])
-            samples = run.sample(shared["n"], label=shared.get("label"), sampler=shared["sampler"],
-                                 steps=shared["steps"], guidance=shared["guidance"],
-                                 guidance_scale=shared["guidance_scale"], seed=shared["seed"], progress=True,
-                                 **as_options(opts))
-            record = {"run": str(run.path), "class": shared.get("label"), "options": as_dict(opts),
-                      "command": _command_line()}
-            files = write_samples(domain, samples, out, record=record, overwrite=shared["overwrite"])
+        files = (sample_shard(domain, run, shared, opts, rank, world) if world > 1
+                 else sample_into(domain, run, shared, opts))
         for f in files:
             typer.echo(str(f))
 
     return act
+
+
+def sample_into(domain: Domain, run: Any, shared: dict[str, Any], opts: Any, *, labels: Any = None,
+                out: Path | None = None, seed: int | None = None, n: int | None = None) -> list[Path]:
+    """Draw and write one folder of samples, holding its lock from the check to the last file."""
+    from polydiff.plugins.folders import locked, prepare_sample_folder
+    from polydiff.plugins.outputs import sample_folder, write_samples
+
+    out = sample_folder(domain, shared["out"] if out is None else out)
+    with locked(out):
+        prepare_sample_folder(out, overwrite=shared["overwrite"])
+        samples = run.sample(shared["n"] if n is None else n, label=shared.get("label"), labels=labels,
+                             sampler=shared["sampler"], steps=shared["steps"], guidance=shared["guidance"],
+                             guidance_scale=shared["guidance_scale"], seed=shared["seed"] if seed is None else seed,
+                             progress=True, **as_options(opts))
+        record = {"run": str(run.path), "class": shared.get("label"), "options": as_dict(opts),
+                  "command": _command_line()}
+        return write_samples(domain, samples, out, record=record, overwrite=shared["overwrite"])
+
+
+def sample_shard(domain: Domain, run: Any, shared: dict[str, Any], opts: Any, rank: int, world: int) -> list[Path]:
+    """Under torchrun: rank r draws its share of ``-n`` (seed + r) into ``OUT/rank-r``; after a barrier rank 0 states
+    every shard in ``OUT/samples.json``, so each sample is written exactly once."""
+    import torch.distributed as dist
+
+    from polydiff.core.training import init_distributed
+
+    n, out = shared["n"], shared["out"]
+    start, count = shard(n, rank, world)
+    labels = run.labels(shared.get("label"), n)
+    started = init_distributed(run.device)
+    try:
+        files = sample_into(domain, run, shared, opts, labels=None if labels is None else labels[start:start + count],
+                            out=out / f"rank-{rank}", seed=shared["seed"] + rank, n=count) if count else []
+        dist.barrier()
+        if rank == 0:
+            parts = [{"folder": f"rank-{r}", "first": shard(n, r, world)[0], "n": shard(n, r, world)[1],
+                      "seed": shared["seed"] + r} for r in range(world)]
+            (out / "samples.json").write_text(json.dumps({"domain": domain.name, "run": str(run.path), "n": n,
+                                                          "world_size": world, "shards": parts,
+                                                          "command": _command_line()}, indent=2))
+    finally:
+        if started:
+            dist.destroy_process_group()
+    return files
+
+
+def shard(n: int, rank: int, world: int) -> tuple[int, int]:
+    """(first index, count) of rank's share when n samples are split as evenly as possible over world ranks."""
+    base, extra = divmod(n, world)
+    return rank * base + min(rank, extra), base + (rank < extra)
 
 
 def as_options(opts: Any) -> dict[str, Any]:

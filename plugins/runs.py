@@ -7,6 +7,7 @@ alike, with the domain's declared options as keyword arguments.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -100,7 +101,7 @@ def train(domain: Domain, cfg: dict[str, Any], out: Path, *, device: str = "cpu"
                       on_run_end=lambda summary: manager.notify("polydiff_train_end", run_dir=out, summary=summary),
                       stop_after=stop_after)
     ema = trainer.fit(resume=resume)
-    return Run(domain, cfg, ema.eval(), out, torch.device(device))
+    return Run(domain, cfg, ema.eval(), out, trainer.device)
 
 
 def train_folder(domain: Domain, out: Path, *, preset: str = "quick", config_file: Path | None = None,
@@ -108,12 +109,16 @@ def train_folder(domain: Domain, out: Path, *, preset: str = "quick", config_fil
                  overwrite: bool = False, steps: int | None = None, command: str | None = None) -> "Run":
     """What ``train`` does: resolve the preset (or on ``resume`` the run's own config) with the file's and
     ``override``'s settings, guard the folder (see ``plugins/folders.py``), record ``command`` and train."""
+    from polydiff.core.training import distributed_context
+
     out = Path(out)
     override = merge(read_config_file(config_file) if config_file else {}, override or {})
     if steps is not None:
         override = merge(override, {"train": {"steps": steps}})
-    with locked(out):
-        prepare_train_folder(out, resume=resume, overwrite=overwrite)
+    first = distributed_context()[0] == 0  # under torchrun rank 0 guards the folder; the others train beside it
+    with locked(out) if first else contextlib.nullcontext(out):
+        if first:
+            prepare_train_folder(out, resume=resume, overwrite=overwrite)
         saved = out / "config.json"
         if resume and saved.is_file():  # continue the run as it was configured, with this call's overrides
             cfg = validate_config(merge(json.loads(saved.read_text()), override), domain.sections)

@@ -41,12 +41,10 @@ def resolve_device(device: str):
     error."""
     import torch
 
+    from polydiff.core.training import distributed_device
+
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise OptionError("--device", f"unknown device {device!r}; use auto, cpu or cuda")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    if device == "cuda" and "LOCAL_RANK" in os.environ:
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return torch.device(device)
+    return distributed_device(device)
