@@ -45,7 +45,9 @@ def _drawing(domain: Domain, command_name: str) -> list[Field]:
               _f("sampler", str | None, None, "Sampler name (see `polydiff info`); default: the run's."),
               _f("steps", int | None, None, "Sampler steps (grid intervals); default: the run's.", min=1),
               _f("guidance_scale", float | None, None, "Classifier-free guidance scale (1 = none); default: the run's."),
-              _f("guidance", str | None, None, f"Guidance method: {', '.join(guidance)}; default: the run's (cfg).")]
+              _f("guidance", str | None, None, f"Guidance method: {', '.join(guidance)}; default: the run's (cfg)."),
+              _f("precision", str | None, None, "Network arithmetic while sampling: fp32 or bf16 (autocast, CPU or CUDA); "
+                 "default: the run's.", choices=("fp32", "bf16"))]
     if domain.classes is not None and command_name == "sample":
         fields.append(_f("label", str | None, None, domain.classes.help, flags=domain.classes.flags))
     return fields
@@ -175,7 +177,7 @@ def sample_into(domain: Domain, run: Any, shared: dict[str, Any], opts: Any, *, 
         samples = run.sample(shared["n"] if n is None else n, label=shared.get("label"), labels=labels,
                              sampler=shared["sampler"], steps=shared["steps"], guidance=shared["guidance"],
                              guidance_scale=shared["guidance_scale"], seed=shared["seed"] if seed is None else seed,
-                             progress=True, **as_options(opts))
+                             precision=shared["precision"], progress=True, **as_options(opts))
         record = {"run": str(run.path), "class": shared.get("label"), "options": as_dict(opts),
                   "command": _command_line()}
         return write_samples(domain, samples, out, record=record, overwrite=shared["overwrite"])
@@ -229,13 +231,13 @@ def evaluate_action(domain: Domain) -> Any:
         run = _open(domain, shared)
         metrics = run.evaluate(shared["n"], sampler=shared["sampler"], steps=shared["steps"],
                                guidance=shared["guidance"], guidance_scale=shared["guidance_scale"],
-                               seed=shared["seed"], progress=True, **as_options(opts))
+                               seed=shared["seed"], precision=shared["precision"], progress=True, **as_options(opts))
         for k, v in metrics.items():
             typer.echo(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             settings = run.settings(shared["sampler"], shared["steps"], shared["guidance"], shared["guidance_scale"],
-                                    shared["seed"])
+                                    shared["seed"], shared["precision"])
             out.write_text(json.dumps({"metrics": metrics, "run": str(run.path), "settings": settings.as_dict(),
                                        "options": as_dict(opts), "command": _command_line()}, indent=2, default=str))
 

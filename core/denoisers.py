@@ -6,7 +6,8 @@ a flow velocity (the conversion to x0 is exact, see ``parameterizations``) and E
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import torch
@@ -56,6 +57,8 @@ class Denoiser(nn.Module):
         if parameterization not in PARAMETERIZATIONS:
             raise ValueError(f"unknown parameterization {parameterization!r}; known: {', '.join(PARAMETERIZATIONS)}")
         self.net = net
+        self.autocast: torch.dtype | None = None
+        """Run the network under ``torch.autocast`` in this dtype (e.g. bfloat16; see ``reduced_precision``)."""
         self.parameterization = parameterization
         self.sigma_data = float(sigma_data)
         if c_noise == "log":
@@ -82,7 +85,8 @@ class Denoiser(nn.Module):
         s_vec = per_row(sigma, x).float()
         s = rows(s_vec, x.float())
         c_in, c_noise = self.coefficients(s_vec)
-        out = self.net((rows(c_in, x) * x).to(x.dtype), c_noise, cond).float()
+        with torch.autocast(x.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+            out = self.net((rows(c_in, x) * x).to(x.dtype), c_noise, cond).float()
         xf = x.float()
         if self.parameterization == "edm":
             sd2 = self.sigma_data**2
@@ -90,3 +94,22 @@ class Denoiser(nn.Module):
             c_out = s * self.sigma_data / (s**2 + sd2).sqrt()
             return (c_skip * xf + c_out * out).to(x.dtype)
         return TO_X0[self.parameterization](xf, s, out).to(x.dtype)
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+@contextlib.contextmanager
+def reduced_precision(denoiser: Any, precision: str) -> Iterator[Any]:
+    """Within the block, ``denoiser``'s network runs under autocast in ``precision`` (``fp32``: unchanged, ``bf16``);
+    the preconditioning and the sampler's arithmetic stay in float32. Objects that are not a ``Denoiser`` pass."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use {' or '.join(PRECISIONS)}")
+    if not isinstance(denoiser, Denoiser):
+        yield denoiser
+        return
+    before, denoiser.autocast = denoiser.autocast, PRECISIONS[precision]
+    try:
+        yield denoiser
+    finally:
+        denoiser.autocast = before

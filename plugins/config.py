@@ -67,8 +67,12 @@ class SampleSection:
     """Classifier-free guidance scale (1 = none); used when a condition is given."""
     guidance: str = "cfg"
     """The guidance method applied with a condition (``polydiff info`` lists the registered ones)."""
+    precision: str = "fp32"
+    """``fp32`` or ``bf16``: the network's arithmetic while sampling (autocast; preconditioning stays float32)."""
 
     def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', not {self.precision!r}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if not 0 < self.sigma_min < self.sigma_max:

@@ -67,6 +67,7 @@ class SampleSettings:
     guidance: str
     guidance_scale: float
     seed: int | None = None
+    precision: str = "fp32"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from polydiff.core.checkpoint import load_checkpoint, save_checkpoint
-from polydiff.core.denoisers import Denoiser
+from polydiff.core.denoisers import PRECISIONS, Denoiser, reduced_precision
 from polydiff.core.losses import denoising_loss, flow_matching_loss
 from polydiff.core.noise import NoiseFn, gaussian
 from polydiff.core.samplers import sample as core_sample
@@ -257,7 +257,8 @@ class Run:
 
     # ---- settings, labels and guidance -------------------------------------------------------------------------
     def settings(self, sampler: str | None = None, steps: int | None = None, guidance: str | None = None,
-                 guidance_scale: float | None = None, seed: int | None = None) -> SampleSettings:
+                 guidance_scale: float | None = None, seed: int | None = None,
+                 precision: str | None = None) -> SampleSettings:
         """The run's sampling defaults with the given choices on top, each checked once (unknown names, steps < 1)."""
         s = self.config["sample"]
         sampler = sampler or s["sampler"]
@@ -268,7 +269,10 @@ class Run:
         if guidance not in self.domain.guidance:
             get_manager().guidance_method(guidance)
         scale = float(s["guidance_scale"] if guidance_scale is None else guidance_scale)
-        return SampleSettings(sampler, int(steps or s["steps"]), guidance, scale, seed)
+        precision = precision or s["precision"]
+        if precision not in PRECISIONS:
+            raise OptionError("--precision", f"unknown precision {precision!r}; use {' or '.join(PRECISIONS)}")
+        return SampleSettings(sampler, int(steps or s["steps"]), guidance, scale, seed, precision)
 
     def class_names(self) -> list[str]:
         """The run's class names ([] for an unconditional run or a domain without classes)."""
@@ -333,7 +337,7 @@ class Run:
 
     def request(self, n: int | None = None, *, label: int | str | None = None, labels: torch.Tensor | None = None,
                 sampler: str | None = None, steps: int | None = None, guidance: str | None = None,
-                guidance_scale: float | None = None, seed: int | None = None,
+                guidance_scale: float | None = None, seed: int | None = None, precision: str | None = None,
                 generator: torch.Generator | None = None, progress: bool = False, sigmas: torch.Tensor | None = None,
                 **options: Any) -> SampleRequest:
         """The ``SampleRequest`` that ``sample`` hands to the domain, every choice checked (for callers that call a
@@ -341,7 +345,7 @@ class Run:
         n = self.domain.count("sample").default if n is None else n
         if n is None or n < 1:
             raise OptionError(self.domain.count("sample").flags[0], f"must be at least 1, got {n}")
-        settings = self.settings(sampler, steps, guidance, guidance_scale, seed)
+        settings = self.settings(sampler, steps, guidance, guidance_scale, seed, precision)
         opts = build_options(self.domain.options.get("sample"), options)
         if labels is None:
             labels = self.labels(label, n)
@@ -353,19 +357,22 @@ class Run:
         or ``all``) or ``labels`` (a class per sample), ``sampler``, ``steps``, ``guidance``, ``guidance_scale``,
         ``seed`` or ``generator``, ``progress``, ``sigmas``, and the domain's declared ``sample`` options."""
         request = self.request(n, **kwargs)
-        samples = self.domain.generate(self, request)
+        with reduced_precision(self.denoiser, request.settings.precision):
+            samples = self.domain.generate(self, request)
         samples.settings = request.settings
         return samples
 
     def evaluate(self, n: int | None = None, *, sampler: str | None = None, steps: int | None = None,
                  guidance: str | None = None, guidance_scale: float | None = None, seed: int | None = None,
-                 generator: torch.Generator | None = None, progress: bool = False, **options: Any) -> dict[str, float]:
+                 precision: str | None = None, generator: torch.Generator | None = None, progress: bool = False,
+                 **options: Any) -> dict[str, float]:
         """The domain's metrics for samples of this run (``options``: the domain's declared ``evaluate`` options)."""
         if n is not None and n < 1:
             raise OptionError(self.domain.count("evaluate").flags[0], f"must be at least 1, got {n}")
-        settings = self.settings(sampler, steps, guidance, guidance_scale, seed)
+        settings = self.settings(sampler, steps, guidance, guidance_scale, seed, precision)
         opts = build_options(self.domain.options.get("evaluate"), options)
         explicit = _given(sampler=sampler, steps=steps, guidance=guidance, guidance_scale=guidance_scale, seed=seed)
         request = EvaluateRequest(n, settings, generator or self.generator(seed), opts, progress, explicit)
-        return self.domain.evaluate(self, request)
+        with reduced_precision(self.denoiser, settings.precision):
+            return self.domain.evaluate(self, request)
 
