@@ -14,16 +14,15 @@ import numpy as np
 from rdkit import Chem, RDLogger
 from rdkit.Chem import rdDetermineBonds
 
+from .vocab import QM9, Vocabulary
+
 RDLogger.DisableLog("rdApp.*")
 
-ELEMENTS: tuple[str, ...] = ("H", "C", "N", "O", "F")
-ATOMIC_NUMBERS: tuple[int, ...] = (1, 6, 7, 8, 9)
-_Z_TO_TYPE = {z: i for i, z in enumerate(ATOMIC_NUMBERS)}
 _HYBRID = {Chem.HybridizationType.S: 1, Chem.HybridizationType.SP: 2, Chem.HybridizationType.SP2: 3,
            Chem.HybridizationType.SP3: 4}
 _BOND = {Chem.BondType.SINGLE: 1, Chem.BondType.DOUBLE: 2, Chem.BondType.TRIPLE: 3, Chem.BondType.AROMATIC: 4}
-# Sizes of the categorical atom-feature columns (see ``atom_features``).
-ATOM_FEATURE_SIZES: tuple[int, ...] = (len(ELEMENTS), 3, 2, 5, 6, 5, 2, 2, 2, 2)
+ATOM_FEATURE_SIZES: tuple[int, ...] = QM9.sizes()
+"""Sizes of the categorical atom-feature columns of a QM9 run (``atom_features``; other runs: ``Vocabulary.sizes``)."""
 NUM_BOND_TYPES = 5  # 0 = not bonded, 1 single, 2 double, 3 triple, 4 aromatic
 
 
@@ -63,11 +62,13 @@ def parse_smiles(smiles: str) -> Chem.Mol:
     return Chem.AddHs(mol)
 
 
-def check_supported(mol: Chem.Mol) -> None:
-    """Raise ``MoleculeError`` unless the molecule has heavy atoms and only the elements the model knows (H C N O F)."""
-    bad = sorted({a.GetSymbol() for a in mol.GetAtoms() if a.GetAtomicNum() not in _Z_TO_TYPE})
+def check_supported(mol: Chem.Mol, vocab: Vocabulary | None = QM9) -> None:
+    """Raise ``MoleculeError`` unless the molecule is closed-shell, has heavy atoms and (``vocab`` given) only elements
+    of the vocabulary; ``vocab=None`` leaves elements to the run's out-of-distribution guard (``facts``)."""
+    bad = vocab.unknown_elements(mol) if vocab is not None else []
     if bad:
-        raise MoleculeError(f"element(s) {', '.join(bad)} not supported: the model was trained on QM9 ({' '.join(ELEMENTS)})")
+        raise MoleculeError(f"element(s) {', '.join(bad)} not supported: the model was trained on "
+                            f"{' '.join(vocab.symbols)}")
     if not any(a.GetAtomicNum() > 1 for a in mol.GetAtoms()):
         raise MoleculeError("molecule has no heavy atoms: nothing to generate a conformation for")
     if any(a.GetNumRadicalElectrons() for a in mol.GetAtoms()):
@@ -122,15 +123,19 @@ def mol_from_xyz(smiles: str, elements: list[str], xyz: np.ndarray) -> Chem.Mol:
     return mol
 
 
-def atom_features(mol: Chem.Mol) -> np.ndarray:
-    """Categorical atom features [N, 10]: element, charge+1, aromatic, hybridization, degree, H count, ring 3/4/5/6."""
+def atom_features(mol: Chem.Mol, vocab: Vocabulary = QM9) -> np.ndarray:
+    """Categorical atom features [N, 10]: element and charge (rows of ``vocab``), aromatic, hybridization, degree,
+    H count, ring 3/4/5/6. ``MoleculeError`` for an element outside the vocabulary."""
+    unknown = vocab.unknown_elements(mol)
+    if unknown:
+        raise MoleculeError(f"element(s) {', '.join(unknown)} not in the vocabulary ({' '.join(vocab.symbols)})")
     ring = mol.GetRingInfo()
     rows = []
     for a in mol.GetAtoms():
         idx = a.GetIdx()
         rows.append((
-            _Z_TO_TYPE[a.GetAtomicNum()],
-            int(np.clip(a.GetFormalCharge(), -1, 1)) + 1,
+            vocab.element_index(a.GetAtomicNum()),
+            vocab.charge_index(a.GetFormalCharge()),
             int(a.GetIsAromatic()),
             _HYBRID.get(a.GetHybridization(), 0),
             min(a.GetDegree(), 5),
@@ -195,14 +200,15 @@ def _double_constraints(mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(rows, dtype=np.int64).reshape(-1, 4), np.asarray(signs, dtype=np.int8)
 
 
-def featurize(mol: Chem.Mol) -> MolGraph:
-    """The conditioning graph of a molecule with explicit hydrogens (stereo from its tags; none if untagged)."""
+def featurize(mol: Chem.Mol, vocab: Vocabulary = QM9) -> MolGraph:
+    """The conditioning graph of a molecule with explicit hydrogens (stereo from its tags; none if untagged), atoms
+    encoded with ``vocab`` (the run's; QM9 by default)."""
     Chem.AssignStereochemistry(mol, cleanIt=True, force=True)
     bonds = np.asarray([(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds()], dtype=np.int64)
     types = np.asarray([_BOND.get(b.GetBondType(), 1) for b in mol.GetBonds()], dtype=np.int8)
     chiral, chiral_sign = _chiral_constraints(mol)
     double, double_sign = _double_constraints(mol)
-    return MolGraph(atom_features(mol), bonds.reshape(-1, 2), types, chiral, chiral_sign, double, double_sign)
+    return MolGraph(atom_features(mol, vocab), bonds.reshape(-1, 2), types, chiral, chiral_sign, double, double_sign)
 
 
 def stereo_values(pos: np.ndarray, graph: MolGraph) -> tuple[np.ndarray, np.ndarray]:

@@ -1,13 +1,15 @@
-"""Batches of molecular graphs in torch-geometric style (a ``batch`` index over atoms) and their noise.
+"""Batches of molecular graphs and their noise: pair tables, batching (a torch-geometric ``Batch``, see ``pyg``),
+zero-centre-of-mass noise, stereo features and per-molecule means.
 
-A batch is a dict of tensors (the ``cond`` of the network): ``atoms`` [N, F], ``batch`` [N], ``ptr`` [B + 1],
-``edge_index`` [2, E] over all ordered atom pairs of each molecule, ``edge_bond`` [E] (0 = not bonded) and
-``edge_topo`` [E] (bond-path length clipped to 5), plus the stereo constraints with global atom indices.
-pyg-lib is not available, so edges are built here; QM9 molecules have at most 29 atoms, so all pairs are cheap.
+A batch (the ``cond`` of the network) is read by key: ``atoms`` [N, F], ``batch`` [N], ``ptr`` [B + 1], ``edge_index``
+[2, E] over all ordered atom pairs of each molecule, ``edge_bond`` [E] (0 = not bonded) and ``edge_topo`` [E]
+(bond-path length clipped to 5), plus the stereo constraints with global atom indices. pyg-lib is not available, so
+edges are built here; molecules have tens of atoms, so all pairs are cheap.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +23,7 @@ Tensor = torch.Tensor
 MAX_TOPO = 5
 
 
-def _pair_tables(graph: MolGraph) -> tuple[np.ndarray, np.ndarray]:
+def pair_tables(graph: MolGraph) -> tuple[np.ndarray, np.ndarray]:
     """Dense [n, n] bond-type and bond-path-length tables of one molecule."""
     n = graph.num_atoms
     bond = np.zeros((n, n), dtype=np.int64)
@@ -33,45 +35,15 @@ def _pair_tables(graph: MolGraph) -> tuple[np.ndarray, np.ndarray]:
     return bond, topo
 
 
-def collate(graphs: Sequence[MolGraph], device: torch.device | str | None = None) -> dict[str, Tensor]:
-    """Concatenate molecular graphs into one batch dict (all-pairs edges within each molecule)."""
-    if not graphs:
-        raise ValueError("collate needs at least one molecule")
-    atoms, batch, src, dst, ebond, etopo = [], [], [], [], [], []
-    chiral, chiral_sign, double, double_sign = [], [], [], []
-    offset = 0
-    ptr = [0]
-    for b, g in enumerate(graphs):
-        n = g.num_atoms
-        bond, topo = _pair_tables(g)
-        i, j = np.nonzero(~np.eye(n, dtype=bool))
-        src.append(i + offset)
-        dst.append(j + offset)
-        ebond.append(bond[i, j])
-        etopo.append(topo[i, j])
-        atoms.append(g.atoms.astype(np.int64))
-        batch.append(np.full(n, b, dtype=np.int64))
-        chiral.append(g.chiral.reshape(-1, 4) + offset)
-        chiral_sign.append(g.chiral_sign.astype(np.float32))
-        double.append(g.double.reshape(-1, 4) + offset)
-        double_sign.append(g.double_sign.astype(np.float32))
-        offset += n
-        ptr.append(offset)
+def collate(graphs: Sequence[Any], device: torch.device | str | None = None) -> Any:
+    """Molecular graphs (``MolGraph`` or ``pyg.MolData``) as one torch-geometric ``Batch`` (all-pairs edges within
+    each molecule); torch-geometric is imported on first use, not with the CLI."""
+    from .pyg import batch_graphs
 
-    def t(parts, dtype):
-        return torch.as_tensor(np.concatenate(parts), dtype=dtype, device=device)
-
-    return {
-        "atoms": t(atoms, torch.long), "batch": t(batch, torch.long),
-        "ptr": torch.as_tensor(ptr, dtype=torch.long, device=device),
-        "edge_index": torch.stack([t(src, torch.long), t(dst, torch.long)]),
-        "edge_bond": t(ebond, torch.long), "edge_topo": t(etopo, torch.long),
-        "chiral": t(chiral, torch.long).reshape(-1, 4), "chiral_sign": t(chiral_sign, torch.float32),
-        "double": t(double, torch.long).reshape(-1, 4), "double_sign": t(double_sign, torch.float32),
-    }
+    return batch_graphs(graphs, device)
 
 
-def num_graphs(cond: dict[str, Tensor]) -> int:
+def num_graphs(cond: Any) -> int:
     """Number of molecules in a batch."""
     return int(cond["ptr"].numel()) - 1
 
@@ -83,17 +55,17 @@ def scatter_mean(x: Tensor, index: Tensor, n: int) -> Tensor:
     return sums / counts.reshape(-1, *([1] * (x.ndim - 1)))
 
 
-def remove_mean(x: Tensor, cond: dict[str, Tensor]) -> Tensor:
+def remove_mean(x: Tensor, cond: Any) -> Tensor:
     """``x`` with each molecule's centre of mass (unweighted mean over its atoms) moved to the origin."""
     return x - scatter_mean(x, cond["batch"], num_graphs(cond))[cond["batch"]]
 
 
-def com_free_noise(cond: dict[str, Tensor]) -> NoiseFn:
+def com_free_noise(cond: Any) -> NoiseFn:
     """Gaussian noise with zero centre of mass per molecule: ``noise(like, generator=None)`` for samplers and losses."""
     return zero_mean(cond["batch"], num_graphs(cond))
 
 
-def stereo_features(x: Tensor, cond: dict[str, Tensor]) -> Tensor:
+def stereo_features(x: Tensor, cond: Any) -> Tensor:
     """Per-atom [N, 2] signed stereo measures of geometry ``x``: > 0 where it has the requested chirality / E-Z.
 
     Column 0 at tetrahedral centres: sign * det of the unit vectors to three neighbours (odd under reflection of x);

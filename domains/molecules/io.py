@@ -4,8 +4,9 @@ SDF references for evaluation (3D coordinates required), SDF files of several co
 
 Every input molecule becomes a ``MolInput``; an unusable one carries a one-line ``error`` and the others go on. Files
 are read as bytes and decoded per line (``.smi``) or per record (SDF), so one undecodable line or unreadable record
-is skipped and named by file and line / record index, like an invalid SMILES. RDKit is imported inside the functions
-(``MolInput`` is imported at CLI start-up).
+is skipped and named by file and line / record index, like an invalid SMILES. Elements are not checked here: a run
+refuses those it was not trained on (``facts``). RDKit is imported inside the functions (``MolInput`` is imported at
+CLI start-up).
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def from_smiles(smiles: str, name: str | None = None) -> MolInput:
     label = _safe_name(name or "", "") or _safe_name(smiles, "mol")
     try:
         mol = parse_smiles(smiles)
-        check_supported(mol)
+        check_supported(mol, None)
     except MoleculeError as exc:
         return MolInput(label, None, str(exc))
     mol.SetProp("_Name", label)
@@ -127,6 +128,11 @@ def _parse_record(text: str) -> tuple[Chem.Mol | None, str | None]:
     return None, "unreadable SDF record: RDKit could not parse it"
 
 
+def count_records(path: Path | str) -> int:
+    """The number of records of an SDF file (split on ``$$$$`` lines, nothing parsed)."""
+    return len(_split_records(Path(path).read_bytes()))
+
+
 def iter_sdf(path: Path | str) -> Iterator[tuple[int, Chem.Mol | None, str | None]]:
     """(record number from 1, molecule or None, why not) for each record of an SDF file; one bad record never stops
     the others (each is decoded as UTF-8 and parsed on its own)."""
@@ -151,14 +157,15 @@ def _record_name(mol: Chem.Mol | None) -> str:
 
 
 def _mol_from_record(mol: Chem.Mol, name: str) -> MolInput:
-    """A usable input (hydrogens added with coordinates, supported elements) or the reason it is not."""
+    """A usable input (hydrogens added with coordinates; closed shell, heavy atoms) or the reason it is not (elements
+    are the run's business: see ``facts``)."""
     from rdkit import Chem
 
     from .chem import MoleculeError, check_supported
 
     mol = Chem.AddHs(mol, addCoords=True)
     try:
-        check_supported(mol)
+        check_supported(mol, None)
     except MoleculeError as exc:
         return MolInput(name, None, str(exc))
     mol.SetProp("_Name", name)
@@ -259,9 +266,10 @@ def read_sdf_groups(path: Path | str, strip_suffix: bool = True) -> list[MolInpu
 
 
 def _named_group(key: str, mol: Chem.Mol, path: Path, record: int) -> MolInput:
-    """The ``MolInput`` of one conformer group, named after its key."""
+    """The ``MolInput`` of one conformer group, named after its key; ``_source`` says file and first record."""
     name = _safe_name(key, f"{path.stem}_{record}")
     mol.SetProp("_Name", name)
+    mol.SetProp("_source", f"{path.name} record {record}")
     return MolInput(name, mol)
 
 
@@ -281,25 +289,37 @@ def read_file(path: Path | str) -> list[MolInput]:
     return read_smi(p) if suffix in SMI_SUFFIXES else read_sdf(p)
 
 
+def from_smiles_line(text: str) -> MolInput:
+    """A ``MolInput`` from "SMILES" or "SMILES NAME" (as a line of a .smi file: SMILES hold no whitespace)."""
+    parts = text.strip().split(None, 1)
+    return from_smiles(parts[0] if parts else "", parts[1] if len(parts) > 1 else None)
+
+
 def read_inputs(sources: Sequence[str] = (), *, smiles: Sequence[str] = (),
                 files: Sequence[str | Path] = ()) -> list[MolInput]:
-    """Molecules from ``sources`` (each a SMILES string, a ``.smi`` or an ``.sdf`` file, told apart by suffix), then
-    ``smiles`` (always SMILES) and ``files`` (always files), in order, with unique names."""
+    """Molecules from ``sources`` (each a SMILES string, optionally followed by a name, or a ``.smi`` or an ``.sdf``
+    file, told apart by suffix), then ``smiles`` (always "SMILES [NAME]") and ``files`` (always files), in order, with
+    unique names."""
     out: list[MolInput] = []
     for src in sources:
         p = Path(src)
         is_file = p.suffix.lower() in SMI_SUFFIXES + SDF_SUFFIXES and (p.is_file() or p.suffix.lower() != ".txt")
-        out.extend(read_file(p) if is_file else [from_smiles(src)])
-    out.extend(from_smiles(s) for s in smiles)
+        out.extend(read_file(p) if is_file else [from_smiles_line(src)])
+    out.extend(from_smiles_line(s) for s in smiles)
     for f in files:
         out.extend(read_file(f))
-    names: dict[str, int] = {}
-    for item in out:  # unique names, so that files do not overwrite each other
-        if item.name in names:
-            names[item.name] += 1
-            item.name = f"{item.name}_{names[item.name]}"
-        else:
-            names[item.name] = 1
+    for item, name in zip(out, unique_names([item.name for item in out])):  # files must not overwrite each other
+        item.name = name
+    return out
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """``names`` with repeats suffixed ``_2``, ``_3``, ... in order of appearance."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
     return out
 
 

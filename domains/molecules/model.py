@@ -31,7 +31,7 @@ class ConformerDenoiser(nn.Module):
         self.sigma_data = float(sigma_data)
         self.inner = Denoiser(net, "edm", sigma_data=sigma_data)
 
-    def forward(self, x: Tensor, sigma: Tensor | float, cond: dict[str, Tensor]) -> Tensor:
+    def forward(self, x: Tensor, sigma: Tensor | float, cond: Any) -> Tensor:
         """Estimate the clean conformers from ``x = x0 + sigma eps`` (sigma: scalar or one per atom)."""
         com = scatter_mean(x, cond["batch"], num_graphs(cond))[cond["batch"]]
         return com + self.inner(x - com, sigma, cond)

@@ -11,6 +11,7 @@ together with reflecting x reflects the output exactly (for an achiral molecule,
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from e3nn import o3
@@ -67,17 +68,22 @@ class Interaction(nn.Module):
 
 
 class ConformerNet(nn.Module):
-    """E(3)-equivariant network predicting one vector per atom (zero mean per molecule) for conformer denoising."""
+    """E(3)-equivariant network predicting one vector per atom (zero mean per molecule) for conformer denoising.
+
+    ``atom_sizes``: sizes of the categorical atom-feature columns, from the run's vocabulary (``Vocabulary.sizes``;
+    the default is QM9's)."""
 
     def __init__(self, scalars: int = 64, vectors: int = 16, layers: int = 4, lmax: int = 2, num_rbf: int = 16,
-                 rbf_max: float = 5.0, noise_dim: int = 64, edge_hidden: int = 64, avg_neighbors: float = 17.0) -> None:
+                 rbf_max: float = 5.0, noise_dim: int = 64, edge_hidden: int = 64, avg_neighbors: float = 17.0,
+                 atom_sizes: tuple[int, ...] = ATOM_FEATURE_SIZES) -> None:
         super().__init__()
         self.config = dict(scalars=scalars, vectors=vectors, layers=layers, lmax=lmax, num_rbf=num_rbf,
-                           rbf_max=rbf_max, noise_dim=noise_dim, edge_hidden=edge_hidden, avg_neighbors=avg_neighbors)
+                           rbf_max=rbf_max, noise_dim=noise_dim, edge_hidden=edge_hidden, avg_neighbors=avg_neighbors,
+                           atom_sizes=list(atom_sizes))
         self.num_rbf, self.rbf_max = num_rbf, rbf_max
         self.irreps = o3.Irreps(f"{scalars}x0e + {vectors}x1o + {vectors}x1e")
         self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
-        self.atom_embed = nn.ModuleList(nn.Embedding(size, scalars) for size in ATOM_FEATURE_SIZES)
+        self.atom_embed = nn.ModuleList(nn.Embedding(size, scalars) for size in atom_sizes)
         self.noise_embed = NoiseEmbedding(noise_dim)
         self.noise_to_node = nn.Linear(noise_dim, scalars)
         self.noise_to_edge = nn.Linear(noise_dim, 16)
@@ -87,8 +93,9 @@ class ConformerNet(nn.Module):
             Interaction(self.irreps, self.irreps_sh, edge_dim, edge_hidden, avg_neighbors) for _ in range(layers))
         self.out = o3.Linear(self.irreps, o3.Irreps("1x1o"))
 
-    def forward(self, x: Tensor, c_noise: Tensor, cond: dict[str, Tensor]) -> Tensor:
-        """Vectors [N, 3] for atom positions ``x`` [N, 3], noise levels ``c_noise`` [N] and the batch dict ``cond``."""
+    def forward(self, x: Tensor, c_noise: Tensor, cond: Any) -> Tensor:
+        """Vectors [N, 3] for atom positions ``x`` [N, 3], noise levels ``c_noise`` [N] and the graph batch ``cond``
+        (``graph.collate``)."""
         if cond is None or "edge_index" not in cond:
             raise ValueError("ConformerNet needs cond = graph.collate(...) of the molecules (it is never unconditional)")
         if x.ndim != 2 or x.shape[1] != 3 or c_noise.shape != (x.shape[0],):

@@ -10,8 +10,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from rdkit import Chem  # noqa: E402
 
-COLORS = {"H": "#d9d9d9", "C": "#404040", "N": "#3050f8", "O": "#ff0d0d", "F": "#90e050"}
-SIZES = {"H": 30, "C": 90, "N": 90, "O": 90, "F": 80}
+COLORS = {"H": "#d9d9d9", "C": "#404040", "N": "#3050f8", "O": "#ff0d0d", "F": "#90e050", "P": "#ff8000",
+          "S": "#ffff30", "Cl": "#1ff01f", "Br": "#a62929", "I": "#940094", "B": "#ffb5b5", "Si": "#f0c8a0"}
+SIZES = {"H": 30, "F": 80, "Cl": 110, "Br": 120, "I": 130, "S": 110, "P": 110}
 
 
 def conformers_png(mol: Chem.Mol, path: Path | str, max_conformers: int = 4, title: str | None = None) -> Path:

@@ -25,9 +25,9 @@ def test_smi_file_with_bad_lines(tmp_path):
     path.write_text("CCO ethanol\n# comment\n\nC1CC broken\nCCCl chloro\n[H][H] hydrogen\nC[C@H](N)C(=O)O ala\n")
     items = read_smi(path)
     assert [i.name for i in items] == ["ethanol", "broken", "chloro", "hydrogen", "ala"]
-    assert [i.mol is not None for i in items] == [True, False, False, False, True]
+    assert [i.mol is not None for i in items] == [True, False, True, False, True]  # elements: the run's guard
     errors = [i.error for i in items if i.error]
-    assert "in.smi:4: invalid SMILES" in errors[0] and "Cl" in errors[1] and "no heavy atoms" in errors[2]
+    assert "in.smi:4: invalid SMILES" in errors[0] and "no heavy atoms" in errors[1]
     assert all("\n" not in e for e in errors)
     assert items[0].mol.GetNumAtoms() == 9  # hydrogens added
 

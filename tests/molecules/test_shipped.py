@@ -3,7 +3,6 @@ refines ETKDG embeddings towards the DFT geometries and also builds sound confor
 from __future__ import annotations
 
 import pytest
-import torch
 from rdkit import Chem
 
 
