@@ -20,7 +20,8 @@ from .errors import DEBUG, fail
 
 def _root() -> typer.Typer:
     app = typer.Typer(help="polydiff: diffusion models beyond images (audio, point clouds, molecules, text-to-3D).",
-                      no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+                      no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                      rich_markup_mode=None)
 
     @app.callback()
     def root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False) -> None:

@@ -256,6 +256,28 @@ def _fields(domain: Domain, command_name: str, verb: Verb | None = None) -> list
             for f in fields if f.name not in verb.fixed]
 
 
+def distill_action(domain: Domain) -> Any:
+    def act(values: dict[str, Any]) -> None:
+        from polydiff.core.training import distributed_context
+        from polydiff.plugins.distill import DistillOptions, distill_command
+
+        own = {f.name: values[f.name] for f in fields_of(DistillOptions)}
+        device = _prepare(values)
+        t0 = time.time()
+        run = distill_command(domain, build_options(DistillOptions, own), str(device), seed=values["seed"],
+                              command=_command_line() if distributed_context()[0] == 0 else None)
+        s = run.config["sample"]
+        typer.echo(f"distilled {domain.name} into a {s['steps']}-step student in {time.time() - t0:.0f} s -> "
+                   f"{run.path}; sample with --run {run.path}")
+
+    return act
+
+
+def capability_fields(domain: Domain, options: type) -> list[Field]:
+    """A capability command's options: its declared dataclass and the computing options every command has."""
+    return fields_of(options) + _common(domain, "")
+
+
 ACTIONS = {"train": train_action, "sample": sample_action, "evaluate": evaluate_action}
 HELP = {"train": "Train a model into a run folder (checkpoints, metrics.jsonl, loss.png).",
         "sample": "Draw samples and write them with a PNG preview and samples.json.",
@@ -273,13 +295,20 @@ def _with_fixed(action: Any, fixed: dict[str, Any], required: str | None) -> Any
 
 def build_domain_app(domain: Domain) -> typer.Typer:
     """The typer sub-app of ``domain``, built from its declarations."""
-    app = typer.Typer(help=domain.summary, no_args_is_help=True)
+    app = typer.Typer(help=domain.summary, no_args_is_help=True, rich_markup_mode=None)
     for name in ("train", "sample", "evaluate"):
         app.command(name, help=HELP[name])(command(name, HELP[name], _fields(domain, name), ACTIONS[name](domain)))
     for name, verb in domain.verbs.items():
         act = _with_fixed(ACTIONS[verb.command](domain), verb.fixed, verb.argument)
         app.command(name, help=verb.help)(command(name, verb.help, _fields(domain, verb.command, verb), act,
                                                   argument=verb.argument))
+
+    from polydiff.plugins.distill import DistillOptions
+
+    help_distill = ("Few-step student: progressive distillation of the run's deterministic sampler (guided with "
+                    "--guidance-scale-range), trained round by round through the shared loop.")
+    app.command("distill", help=help_distill)(command("distill", help_distill, capability_fields(domain, DistillOptions),
+                                                      distill_action(domain)))
 
     @app.command("export")
     def export_cmd(run: Path = typer.Argument(..., help="Run folder from `train --out`."),

@@ -79,6 +79,27 @@ class SampleSection:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
 
 
+@dataclass
+class DistillationSection:
+    """What a distilled run was distilled from (written by ``distill``; absent in trained runs)."""
+
+    distilled_from: str = ""
+    method: str = "progressive"
+    teacher_sample: dict[str, Any] = field(default_factory=dict)
+    teacher_sampler: str = "ddim"
+    teacher_grid: dict[str, Any] = field(default_factory=dict)
+    steps: int = 0
+    rounds: int = 0
+    round: int = 0
+    weighting: str = "snr_trunc"
+    guidance_scale_range: list[float] | None = None
+    guidance_embedding: dict[str, Any] | None = None
+
+
+OPTIONAL = {"distillation": DistillationSection}
+"""Sections validated only when present (written by a capability, not by ``train``)."""
+
+
 def type_name(tp: Any) -> str:
     """A readable name of a type annotation (``int``, ``list of float``, ``str or None``)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -178,11 +199,14 @@ def validate_config(cfg: dict[str, Any], sections: dict[str, type]) -> dict[str,
     """The whole config checked section by section (unknown sections are an error too) with defaults filled in."""
     known = schemas(sections)
     for key in cfg:
-        if key not in known and key not in TOP_LEVEL:
-            raise ConfigError(f"unknown section [{key}]; known sections: {', '.join(known)}")
+        if key not in known and key not in TOP_LEVEL and key not in OPTIONAL:
+            raise ConfigError(f"unknown section [{key}]; known sections: {', '.join([*known, *OPTIONAL])}")
     out = {k: v for k, v in cfg.items() if k in TOP_LEVEL}
     for name, schema in known.items():
         out[name] = validate_section(name, cfg.get(name, {}), schema)
+    for name, schema in OPTIONAL.items():
+        if name in cfg:
+            out[name] = validate_section(name, cfg[name], schema)
     return out
 
 

@@ -102,63 +102,15 @@ class DistillOptions:
 
 def distillation_of(cfg: dict[str, Any]) -> dict[str, Any] | None:
     """What a run config records of its distillation, or None for a run that was trained, not distilled."""
-    return cfg.get(KEY) or (cfg.get("fitted") or {}).get(KEY)
+    return cfg.get(KEY)
 
 
 def with_distillation(cfg: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    """``cfg`` recording ``info`` (see ``KEY`` for where, for now)."""
-    return {**cfg, "fitted": {**(cfg.get("fitted") or {}), KEY: info}}
+    """``cfg`` recording ``info`` in its ``distillation`` section (``plugins.config.DistillationSection``)."""
+    return {**cfg, KEY: info}
 
 
 # ---- students: build and load ------------------------------------------------------------------------------------
-
-def build_student_denoiser(domain: "Domain", cfg: dict[str, Any]) -> "nn.Module":
-    """``runs.build_denoiser``, with the network wrapped to take the guidance scale when the config says so."""
-    from polydiff.core.distillation import guidance_conditioned
-
-    from .runs import build_denoiser
-
-    denoiser = build_denoiser(domain, cfg)
-    spec = (distillation_of(cfg) or {}).get("guidance_embedding")
-    if spec:
-        denoiser.net = guidance_conditioned(denoiser.net, spec)
-    return denoiser
-
-
-def ensure_guidance_method() -> None:
-    """Make the guidance method ``distilled`` (one pass of a guidance-conditioned student) known to the plugin
-    manager, until the manager lists it among the core's built-ins."""
-    from polydiff.core.distillation import scale_conditioned
-
-    from .manager import CORE, get_manager
-
-    manager = get_manager()
-    if GUIDANCE_METHOD not in manager.guidance:
-        manager.registry["guidance"][GUIDANCE_METHOD] = scale_conditioned
-        manager.owner[("guidance", GUIDANCE_METHOD)] = CORE
-
-
-def load_student(domain: "Domain", run_dir: Path | None = None, device: "str | torch.device" = "cpu") -> "Run":
-    """``runs.load_run`` for any run, a guidance-conditioned student included (its network is wrapped first)."""
-    import torch
-
-    from polydiff.core.training import load_weights
-
-    from .runs import Run, load_run
-
-    path = Path(run_dir) if run_dir is not None else None
-    saved = json.loads((path / "config.json").read_text()) if path and (path / "config.json").is_file() else {}
-    if not (distillation_of(saved) or {}).get("guidance_embedding"):
-        return load_run(domain, run_dir, device)
-    if saved.get("domain") != domain.name:
-        raise UsageError(f"--run {path} holds a {saved.get('domain')!r} run, not {domain.name!r}")
-    ensure_guidance_method()
-    cfg = validate_config(saved, domain.sections)
-    denoiser = build_student_denoiser(domain, cfg)
-    load_weights(path, denoiser, ema=True)
-    device = torch.device(device)
-    return Run(domain, cfg, denoiser.to(device).eval(), path, device)
-
 
 # ---- the plan ----------------------------------------------------------------------------------------------------
 
@@ -350,8 +302,10 @@ def _load_round(domain: "Domain", folder: Path) -> "nn.Module":
     """A finished round's EMA student, the next round's teacher (frozen, in eval mode)."""
     from polydiff.core.training import load_weights
 
+    from .runs import build_denoiser
+
     cfg = json.loads((folder / "config.json").read_text())
-    module = build_student_denoiser(domain, cfg)
+    module = build_denoiser(domain, cfg)
     load_weights(folder, module, ema=True)
     return module.eval().requires_grad_(False)
 
@@ -367,10 +321,11 @@ def run_stage(domain: "Domain", plan: dict[str, Any], stage: Stage, teacher_cfg:
     from polydiff.core.training import Trainer, TrainConfig
 
     from .manager import get_manager
+    from .runs import build_denoiser
 
     cfg = validate_config(stage_config(teacher_cfg, plan, stage), domain.sections)
     torch.manual_seed(cfg["train"]["seed"])
-    student = build_student_denoiser(domain, cfg)
+    student = build_denoiser(domain, cfg)
     _init_student(student, teacher_module)
     grid = student_sigmas(teacher_grid(plan), max(stage.halvings - 1, 0))
     target_from = _stage_teacher(domain, stage, teacher_module)
@@ -444,7 +399,7 @@ def _train_rounds(teacher: "Run", plan: dict[str, Any], out: Path, device: str,
     rounds, and the round in progress as a Run when ``stop_after`` steps ran out first."""
     from tqdm.auto import tqdm
 
-    from .runs import Run
+    from .runs import Run, load_run
 
     domain, todo = teacher.domain, stages(plan)
     dataset = domain.build_dataset(teacher.config["data"], "train")
@@ -459,7 +414,7 @@ def _train_rounds(teacher: "Run", plan: dict[str, Any], out: Path, device: str,
                                 f"({stage.teacher_steps} -> {stage.student_steps} steps)")
             if _checkpoint_step(folder) < plan["train"]["steps"]:
                 if left == 0:
-                    return done, load_student(domain, done[-1][1]) if done else None
+                    return done, load_run(domain, done[-1][1]) if done else None
                 module = _load_round(domain, done[-1][1]) if done else _copy_teacher(teacher)
                 ema, cfg, trained = run_stage(domain, plan, stage, teacher_cfg, module, dataset, folder, device, left)
                 if _checkpoint_step(folder) < cfg["train"]["steps"]:
@@ -487,6 +442,8 @@ def distill_run(teacher: "Run", out: Path, *, steps: int = 4, rounds: int | None
     """
     from polydiff.core.training import distributed_context
 
+    from .runs import load_run
+
     out = Path(out)
     if out.resolve() == Path(teacher.path).resolve():
         raise OptionError("--out", "write the student into a new folder, not the teacher's")
@@ -507,9 +464,9 @@ def distill_run(teacher: "Run", out: Path, *, steps: int = 4, rounds: int | None
         if partial is not None:
             return partial
         if not first:
-            return load_student(teacher.domain, done[-1][1], device)
+            return load_run(teacher.domain, done[-1][1], device)
         _finish(out, done)
-    return load_student(teacher.domain, out, device)
+    return load_run(teacher.domain, out, device)
 
 
 def _copy_teacher(teacher: "Run") -> "nn.Module":
@@ -523,6 +480,8 @@ def distill_command(domain: "Domain", options: DistillOptions, device: str = "cp
                     command: str | None = None) -> "Run":
     """What ``polydiff <domain> distill`` does: load the teacher, read ``--preset`` and ``--config`` into the rounds'
     train section, and ``distill_run``."""
+    from .runs import load_run
+
     if options.out is None:
         raise OptionError("--out", "give the folder to write the student into")
     out = Path(options.out)
@@ -530,7 +489,7 @@ def distill_command(domain: "Domain", options: DistillOptions, device: str = "cp
     plan_path = out / ROUNDS / PLAN
     if teacher_dir is None and options.resume and plan_path.is_file():
         teacher_dir = Path(json.loads(plan_path.read_text())["teacher"])
-    teacher = load_student(domain, teacher_dir, device)
+    teacher = load_run(domain, teacher_dir, device)
     train: dict[str, Any] = dict(domain.preset(options.preset).get("train", {})) if options.preset else {}
     if options.config is not None:
         extra = read_config_file(options.config)

@@ -44,7 +44,8 @@ BUILTIN_SAMPLERS = ("euler", "heun", "ddim", "ddpm", "euler_maruyama", "euler_an
                     "dpmpp_3m_sde", "langevin_pc")
 BUILTIN_SCHEDULES = {"linear": "LinearBeta", "cosine": "Cosine", "sigmoid": "Sigmoid", "edm": "EDM",
                      "flow": "RectifiedFlow"}
-BUILTIN_GUIDANCE = {"cfg": "cfg"}
+BUILTIN_GUIDANCE = {"cfg": "polydiff.core.guidance:cfg",
+                    "distilled": "polydiff.core.distillation:scale_conditioned"}
 
 
 def _builtins() -> dict[str, dict[str, Any]]:
@@ -52,7 +53,7 @@ def _builtins() -> dict[str, dict[str, Any]]:
     a test checks these names against the core's own tables."""
     return {"samplers": {n: lazy(f"polydiff.core.samplers:{n}") for n in BUILTIN_SAMPLERS},
             "schedules": {n: lazy(f"polydiff.core.schedules:{c}") for n, c in BUILTIN_SCHEDULES.items()},
-            "guidance": {n: lazy(f"polydiff.core.guidance:{f}") for n, f in BUILTIN_GUIDANCE.items()}}
+            "guidance": {n: lazy(path) for n, path in BUILTIN_GUIDANCE.items()}}
 
 
 class PluginManager:

@@ -50,7 +50,7 @@ from polydiff.core.training import Trainer, TrainConfig, load_weights
 from polydiff.domains.common.embeddings import LabelEmbedding
 
 from .config import merge, validate_config
-from .domain import Batch, Classes, Domain, SampleRequest
+from .domain import Batch, Domain, SampleRequest
 from .errors import OptionError, UsageError
 from .folders import locked, prepare_train_folder
 from .manager import get_manager
@@ -316,7 +316,8 @@ class PersonalizeOptions:
 def _facts(base: Run, name: str, n: int, options: PersonalizeOptions, base_classes: int) -> dict[str, Any]:
     """The ``personalized`` record of a new run on top of ``base``."""
     earlier = base.config.get(FACTS) or {}
-    shipped = base.domain.shipped_run is not None and Path(base.path).resolve() == Path(base.domain.shipped_run).resolve()
+    shipped_run = base.domain.shipped_run
+    shipped = shipped_run is not None and Path(base.path).resolve() == Path(shipped_run).resolve()
     return {"classes": [*earlier.get("classes", []), name], "adds": 1,
             "base_run": "shipped" if shipped else str(Path(base.path).resolve()),
             "base_classes": earlier.get("base_classes", base_classes), "instances": n,
@@ -330,14 +331,22 @@ def _ema_decay(base_decay: float, steps: int) -> float:
     return min(base_decay, max(0.0, 1 - 10 / steps))
 
 
+def _prior_batch(base: Run, options: PersonalizeOptions, n: int) -> int:
+    """Prior samples per step: the base run's batch size (at least the instance count, at most the pool)."""
+    if options.prior_weight == 0:
+        return n
+    return min(options.prior_samples, max(n, int(base.config["train"]["batch_size"])))
+
+
 def _train_section(base: Run, options: PersonalizeOptions, n: int) -> dict[str, Any]:
-    """The base run's training settings with the fine-tune's steps, learning rate and batch (``n`` instances and as
-    many prior samples per step), a constant learning rate, a shorter EMA and one checkpoint at the end."""
+    """The base run's training settings with the fine-tune's steps, learning rate and batch size (prior samples per
+    step; every step also sees all ``n`` instances), a constant learning rate, a shorter EMA, one checkpoint."""
     t = base.config["train"]
     lr = options.lr if options.lr is not None else t["lr"] * (2 if options.lora_rank else 1)
-    return {**t, "steps": options.steps, "lr": lr, "batch_size": n, "warmup": 0, "lr_decay": "none", "decay_from": 0,
-            "accumulate": 1, "ema_decay": _ema_decay(t["ema_decay"], options.steps), "ckpt_every": options.steps,
-            "log_every": max(1, min(t["log_every"], options.steps // 10)), "seed": options.seed}
+    return {**t, "steps": options.steps, "lr": lr, "batch_size": _prior_batch(base, options, n), "warmup": 0,
+            "lr_decay": "none", "decay_from": 0, "accumulate": 1, "ckpt_every": options.steps,
+            "ema_decay": _ema_decay(t["ema_decay"], options.steps), "seed": options.seed,
+            "log_every": max(1, min(t["log_every"], options.steps // 10))}
 
 
 def _class_index(base: Run, label: str | None, flag: str) -> int | None:
@@ -369,6 +378,35 @@ def _adapter_checkpoint(out: Path, model: nn.Module, first: int, state: dict[str
     save_checkpoint(out / "checkpoint", {"model": tensors}, {**state, "adapter": True})
 
 
+def _check_name(base: Run, name: str) -> list[str]:
+    """The base run's class names, after checking that it has classes and ``name`` is a new one."""
+    names = base.class_names()
+    if not names:
+        raise UsageError(f"personalization needs a class-conditional run; {base.path} has no class labels")
+    if name in names or not name or name.lstrip("-").isdigit() or name == "all":
+        raise OptionError("--name", f"{name!r} is taken or not a name; classes: {', '.join(names)}")
+    return names
+
+
+def _fit(base: Run, model: nn.Module, cfg: dict[str, Any], instances: Batch, pool: Batch | None,
+         options: PersonalizeOptions, out: Path, device: torch.device, command: str | None,
+         progress: bool) -> nn.Module:
+    """Train into the guarded, locked folder ``out``; returns the EMA model."""
+    with locked(out):
+        prepare_train_folder(out, resume=False, overwrite=options.overwrite)
+        if command:
+            (out / "command.txt").write_text(command + "\n")
+        dataset = torch.arange(options.prior_samples if pool is not None else instances.x0.shape[0])
+        trainer = Trainer(model, _loss(base, cfg, instances, pool, options.prior_weight), dataset, out,
+                          TrainConfig.from_dict({**cfg["train"], "progress": progress}), device=device,
+                          run_config=cfg, on_step_end=_observer(out))
+        ema = trainer.fit().eval()
+        if options.lora_rank is not None:
+            first = cfg[FACTS]["base_classes"] + len(cfg[FACTS]["classes"]) - 1
+            _adapter_checkpoint(out, ema, first, {"step": trainer.step, "run": cfg})
+    return ema
+
+
 def personalize_run(base: Run, instances: Any, name: str, out: Path, *, options: PersonalizeOptions | None = None,
                     device: str | torch.device | None = None, command: str | None = None,
                     progress: bool = False, **settings: Any) -> Run:
@@ -382,37 +420,23 @@ def personalize_run(base: Run, instances: Any, name: str, out: Path, *, options:
 
     options = options or build_options(PersonalizeOptions, settings)
     out, device = Path(out), torch.device(device or base.device)
-    names = base.class_names()
-    if not names:
-        raise UsageError(f"personalization needs a class-conditional run; {base.path} has no class labels")
-    if name in names or not name or name.lstrip("-").isdigit() or name == "all":
-        raise OptionError("--name", f"{name!r} is taken or not a name; classes: {', '.join(names)}")
+    names = _check_name(base, name)
     related = _class_index(base, options.related, "--related")
     batch = as_batch(base.domain, instances).to(device)
     n = batch.x0.shape[0]
     model = copy.deepcopy(base.denoiser).to(device)
     lora = None if options.lora_rank is None else (options.lora_rank, options.lora_alpha or float(options.lora_rank))
-    base_classes = len(names) - len((base.config.get(FACTS) or {}).get("classes", []))
     new = _prepare(model, related, lora)
+    base_classes = len(names) - len((base.config.get(FACTS) or {}).get("classes", []))
     cfg = {**merge(base.config, {"train": _train_section(base, options, n)}),
            FACTS: _facts(base, name, n, options, base_classes)}
-    instances_batch = Batch(batch.x0, with_labels(batch.cond, torch.full((n,), new, dtype=torch.long, device=device)))
-    generator = torch.Generator(device=base.device).manual_seed(options.seed)
+    labelled = Batch(batch.x0, with_labels(batch.cond, torch.full((n,), new, dtype=torch.long, device=device)))
     pool = None
     if options.prior_weight > 0:
+        generator = torch.Generator(device=base.device).manual_seed(options.seed)
         classes = [related] if related is not None else list(range(len(names)))
-        pool = prior_pool(base, take_rows(batch, torch.arange(n)), options.prior_samples, classes, generator).to(device)
-    with locked(out):
-        prepare_train_folder(out, resume=False, overwrite=options.overwrite)
-        if command:
-            (out / "command.txt").write_text(command + "\n")
-        dataset = torch.arange(options.prior_samples if pool is not None else n)
-        trainer = Trainer(model, _loss(base, cfg, instances_batch, pool, options.prior_weight), dataset, out,
-                          TrainConfig.from_dict({**cfg["train"], "progress": progress}), device=device,
-                          run_config=cfg, on_step_end=_observer(out))
-        ema = trainer.fit().eval()
-        if lora is not None:
-            _adapter_checkpoint(out, ema, new, {"step": trainer.step, "run": cfg})
+        pool = prior_pool(base, batch, options.prior_samples, classes, generator).to(device)
+    ema = _fit(base, model, cfg, labelled, pool, options, out, device, command, progress)
     return _finished(base, cfg, ema, out, device, lora is not None)
 
 
@@ -434,8 +458,8 @@ def _finished(base: Run, cfg: dict[str, Any], model: nn.Module, out: Path, devic
 # ---- loading -----------------------------------------------------------------------------------------------------
 
 
-def personalized_names(domain: Domain, config: dict[str, Any], names: Callable[[dict[str, Any]], list[str]]) -> list[str]:
-    """The domain's class names of ``config`` followed by the classes its personalizations added."""
+def personalized_names(config: dict[str, Any], names: Callable[[dict[str, Any]], list[str]]) -> list[str]:
+    """The class names ``names`` gives for ``config``, followed by the classes its personalizations added."""
     own = list(names(config))
     return own + [c for c in (config.get(FACTS) or {}).get("classes", []) if c not in own]
 
@@ -448,7 +472,7 @@ def personalized_domain(domain: Domain) -> Domain:
     inner = domain.classes.names
 
     def names(config: dict[str, Any]) -> list[str]:
-        return personalized_names(domain, config, inner)
+        return personalized_names(config, inner)
 
     names.personalized = True  # type: ignore[attr-defined]
     return dataclasses.replace(domain, classes=dataclasses.replace(domain.classes, names=names))

@@ -48,9 +48,16 @@ def build_schedule(cfg: dict[str, Any]) -> Schedule:
 
 
 def build_denoiser(domain: Domain, cfg: dict[str, Any]) -> Denoiser:
-    """The domain's network wrapped with the configured preconditioning."""
+    """The domain's network wrapped with the configured preconditioning (a guided student's network also takes the
+    guidance scale)."""
     d = cfg["diffusion"]
-    return Denoiser(domain.build_network(cfg), parameterization=d["parameterization"], sigma_data=d["sigma_data"])
+    net = domain.build_network(cfg)
+    spec = (cfg.get("distillation") or {}).get("guidance_embedding")
+    if spec:  # a guided student: the network also takes the guidance scale (``core.distillation``)
+        from polydiff.core.distillation import guidance_conditioned
+
+        net = guidance_conditioned(net, spec)
+    return Denoiser(net, parameterization=d["parameterization"], sigma_data=d["sigma_data"])
 
 
 def default_loss(domain: Domain, cfg: dict[str, Any]):

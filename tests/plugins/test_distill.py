@@ -77,7 +77,7 @@ def test_guided_student_takes_the_scale_in_one_pass(toy, teacher, tmp_path):
     run = distill.distill_run(teacher, out, steps=4, guidance_scale_range=(1.0, 3.0), train=ROUND)
     assert (out / "rounds" / "round_0").is_dir() and (out / "rounds" / "round_1").is_dir()
     assert isinstance(run.denoiser.net, GuidanceConditioned) and run.denoiser.net.site == "noise_emb"
-    student = distill.load_student(toy, out)
+    student = load_run(toy, out)
     assert student.config["sample"]["guidance"] == "distilled"
     calls = []
     student.denoiser.register_forward_hook(lambda *args: calls.append(1))

@@ -83,3 +83,27 @@ def test_unknown_domain_is_a_clear_error():
     m = PluginManager(load_entry_points=False)
     with pytest.raises(KeyError, match="no domain 'nope' is registered"):
         m.domain("nope")
+
+
+def test_the_lazy_builtins_are_the_cores_tables():
+    """The manager names the core's samplers, schedules and guidance without importing torch; the names and the
+    objects they resolve to must be the core's own."""
+    from polydiff.core import guidance, samplers, schedules
+
+    m = PluginManager(load_entry_points=False)
+    assert set(m.samplers) == set(samplers.SAMPLERS)
+    assert all(m.sampler(n) is samplers.SAMPLERS[n] for n in samplers.SAMPLERS)
+    assert set(m.schedules) == set(schedules.SCHEDULES)
+    assert all(m.schedule(n) is schedules.SCHEDULES[n] for n in schedules.SCHEDULES)
+    assert m.guidance_method("cfg") is guidance.cfg
+
+
+def test_help_imports_no_torch():
+    """``polydiff --help`` and a domain's ``--help`` are declarations only: torch is not imported."""
+    code = ("import sys; from polydiff.cli.app import main\n"
+            "for argv in (['--help'], ['toy', '--help'], ['points', 'sample', '--help'], ['molecules', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, "POLYDIFF_DISABLE_PLUGINS": "ecg"})
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stderr[-2000:]
