@@ -42,12 +42,12 @@ Tensor = torch.Tensor
 class EditOptions:
     """What ``edit`` takes: the input, the class to turn it into, and how far to go."""
 
+    run: Path | None = option(None, "Run folder (default: the domain's shipped run).", exists=True)
     input: Path | None = option(None, "File or folder of examples to edit, in the domain's format.", exists=True)
     to: str | None = option(None, "Target class name or index.")
     source: str | None = option(None, "Source class name or index (default: the reader's labels, else inferred "
                                       "by the model).", flags=("--from",))
     out: Path | None = option(None, "Folder for the edited samples (default: a new samples/<domain>/NNN).")
-    run: Path | None = option(None, "Run folder (default: the domain's shipped run).", exists=True)
     method: str = option("invert", "invert: regenerate from the input's inverted noise; sdedit: from a noised copy.",
                          choices=("invert", "sdedit"))
     strength: float = option(1.0, "Fraction of the sampling grid to redo (1: from the highest noise level).",
@@ -130,7 +130,8 @@ def source_labels(run: Run, batch: Batch, source: str | None, generator: torch.G
     if not infer:
         return None, "unknown"
     k = len(run.class_names())
-    conds = [with_labels(batch.cond, torch.full((n,), c, dtype=torch.long, device=run.device)) for c in range(k)]
+    conds = [with_labels(batch.cond, torch.full((n,), c, dtype=torch.long, device=run.device), run.domain)
+             for c in range(k)]
     levels = run.sigmas(8)[:-1]
     return classify(run.denoiser, batch.x0.to(run.device), conds, levels, generator=generator).cpu(), "inferred"
 
@@ -142,15 +143,16 @@ def _start(run: Run, batch: Batch, method: str, grid: Tensor, sampler: str, sour
     if method == "sdedit":
         noise = run.domain.noise(batch) if run.domain.noise is not None else gaussian
         return x0 + noise(x0, request.generator) * grid[0]
-    cond = with_labels(batch.cond, source.to(run.device))
+    cond = with_labels(batch.cond, source.to(run.device), run.domain)
     return invert(run.guided(cond, request.settings), x0, grid, sampler, cond=cond, refine=refine)
 
 
 def edit_run(run: Run, batch: Batch, to: str, *, source: str | None = None, method: str = "invert",
              strength: float = 1.0, steps: int | None = None, sampler: str | None = None,
-             guidance_scale: float | None = None, refine: int = 2, seed: int = 0) -> Samples:
+             guidance_scale: float | None = None, refine: int = 2, seed: int = 0, **options: Any) -> Samples:
     """The inputs of ``batch`` (in the network's space) redrawn as class ``to`` by the domain's ``generate``; the
-    facts of the edit (source classes and how they were found, method, level) are in ``meta["edit"]``."""
+    facts of the edit (source classes and how they were found, method, level) are in ``meta["edit"]``. ``options``
+    are the domain's ``sample`` options (e.g. the points' ``points=`` so that it draws clouds of the inputs' size)."""
     if method not in ("invert", "sdedit"):
         raise OptionError("--method", f"{method!r} is not one of invert, sdedit")
     if not 0 < strength <= 1:
@@ -158,7 +160,8 @@ def edit_run(run: Run, batch: Batch, to: str, *, source: str | None = None, meth
     batch, n = batch.to(run.device), batch.x0.shape[0]
     target = _label(run, to, n, "--to")
     sampler = edit_sampler(run, method, sampler)
-    request = run.request(n, labels=target, sampler=sampler, steps=steps, guidance_scale=guidance_scale, seed=seed)
+    request = run.request(n, labels=target, sampler=sampler, steps=steps, guidance_scale=guidance_scale, seed=seed,
+                          **options)
     src, how = source_labels(run, batch, source, request.generator, infer=method == "invert")
     grid = strength_grid(run.sigmas(request.settings.steps), strength)
     request.sigmas = grid

@@ -27,7 +27,8 @@ end with the added ones, so ``run.sample(label="NAME")`` and ``sample --class NA
 
 Instances come from the domain's ``read_instances(path, run_config)`` (a Batch in the network's space, normalised as
 the run's data; see ``instance_reader``). Conditions follow the labels convention of ``LabelEmbedding`` domains: a
-condition is the label tensor itself, or a dict holding it under ``"label"`` (``with_labels``).
+condition is the label tensor itself, or a dict holding it under ``"label"``; for instances read without a condition
+the domain's ``label_cond(labels)`` says which (``with_labels``).
 """
 from __future__ import annotations
 
@@ -168,9 +169,12 @@ def merge_new_rows(module: nn.Module) -> None:
 # ---- conditions and rows ---------------------------------------------------------------------------------------
 
 
-def with_labels(cond: Any, labels: Tensor) -> Any:
-    """``cond`` with its class labels replaced by ``labels``: a label tensor (or None) becomes ``labels``, a dict gets
-    them under ``"label"``; anything else is not a LabelEmbedding condition."""
+def with_labels(cond: Any, labels: Tensor, domain: Domain | None = None) -> Any:
+    """``cond`` with its class labels replaced by ``labels``: a dict gets them under ``"label"``, a label tensor
+    becomes ``labels``, and None becomes the domain's ``label_cond(labels)`` when it declares one (else ``labels``);
+    anything else is not a LabelEmbedding condition."""
+    if cond is None and getattr(domain, "label_cond", None) is not None:
+        return domain.label_cond(labels)
     if cond is None or torch.is_tensor(cond):
         return labels
     if isinstance(cond, dict):
@@ -265,7 +269,7 @@ def prior_pool(base: Run, template: Batch, count: int, classes: list[int], gener
     for start in range(0, count, n):
         lab = labels[start:start + n].to(base.device)
         like = take_rows(template, torch.arange(len(lab)))
-        cond = with_labels(like.cond, lab)
+        cond = with_labels(like.cond, lab, base.domain)
         request = SampleRequest(len(lab), base.settings(), generator, lab)
         noise = base.domain.noise(like) if base.domain.noise is not None else None
         x = base.draw(like.x0, request, cond=cond, noise=noise)
@@ -293,11 +297,11 @@ def _loss(base: Run, cfg: dict[str, Any], instances: Batch, pool: Batch | None, 
 class PersonalizeOptions:
     """What ``personalize`` takes: a base run, the new class's examples and its name, and the fine-tune."""
 
+    run: Path | None = option(None, "Base run folder (default: the domain's shipped run).", exists=True)
     instances: Path | None = option(None, "File or folder of the new class's examples, in the domain's format.",
                                     exists=True)
     name: str | None = option(None, "Name of the new class (then `sample --class NAME`).")
     out: Path | None = option(None, "Run folder to write (a new one; see --overwrite).")
-    run: Path | None = option(None, "Base run folder (default: the domain's shipped run).", exists=True)
     related: str | None = option(None, "Class whose samples preserve the prior (default: all classes); the new "
                                        "class's embedding starts from it.")
     prior_weight: float = option(1.0, "Weight of the prior-preservation loss on the base model's samples (0: none).",
@@ -430,7 +434,8 @@ def personalize_run(base: Run, instances: Any, name: str, out: Path, *, options:
     base_classes = len(names) - len((base.config.get(FACTS) or {}).get("classes", []))
     cfg = {**merge(base.config, {"train": _train_section(base, options, n)}),
            FACTS: _facts(base, name, n, options, base_classes)}
-    labelled = Batch(batch.x0, with_labels(batch.cond, torch.full((n,), new, dtype=torch.long, device=device)))
+    labelled = Batch(batch.x0, with_labels(batch.cond, torch.full((n,), new, dtype=torch.long, device=device),
+                                           base.domain))
     pool = None
     if options.prior_weight > 0:
         generator = torch.Generator(device=base.device).manual_seed(options.seed)

@@ -202,3 +202,5 @@ def test_with_labels_follows_the_label_convention():
     assert torch.equal(with_labels({"label": torch.zeros(2), "mask": 1}, labels)["label"], labels)
     with pytest.raises(UsageError, match="label"):
         with_labels("a prompt", labels)
+    declaring = type("D", (), {"label_cond": staticmethod(lambda lab: {"label": lab})})()
+    assert torch.equal(with_labels(None, labels, declaring)["label"], labels)
