@@ -7,8 +7,9 @@ et al. 2023), for every domain whose network embeds its labels with ``LabelEmbed
    ``polydiff.domains.common.embeddings.LabelEmbedding`` in it (the toy MLP, the audio U-Net, the points
    transformer and the ECG example all use one), and the ``num_classes`` its owners keep (an int attribute, a
    ``config`` dict entry or a ``config`` dataclass field) follow. A network with its own label table instead
-   defines ``add_class(init_from: int | None) -> int`` (full fine-tunes only). The new row starts as the related
-   class's row (``related``) or the mean of the class rows.
+   defines ``add_class(init_from: int | None) -> int`` (returning the new index) and keeps ``num_classes`` (full
+   fine-tunes only). The new row starts as the related class's row (``related``) or the mean of the class rows.
+   ``prepare_network(network, config)`` grows a network built from a personalized config to the recorded count.
 2. Training: every step sees all instances under the new label, plus (prior preservation) as many of the base
    model's own samples of the base classes (all of them, or ``related``), drawn once before training with the
    run's sampler (``prior_samples`` of them), with the loss ``L(instances) + prior_weight * L(prior)``; the loss is
@@ -120,6 +121,33 @@ def grow_classes(module: nn.Module, init_from: int | None = None) -> int:
     for m in owners:
         _follow_count(m, old, old + 1)
     return old
+
+
+def class_count(module: nn.Module) -> int:
+    """How many classes ``module`` embeds: its LabelEmbeddings' count, or ``num_classes`` of an ``add_class`` owner."""
+    owner = _protocol_owner(module)
+    if owner is not None:
+        return int(owner.num_classes)
+    counts = {e.num_classes for e in label_embeddings(module).values()}
+    return counts.pop() if len(counts) == 1 else 0
+
+
+def grow_to(module: nn.Module, total: int) -> None:
+    """Grow ``module``'s classes (``grow_classes``) until it embeds ``total``; a no-op when it already does."""
+    have = class_count(module)
+    if have > total:
+        raise UsageError(f"the network embeds {have} classes, more than the {total} its run records")
+    for _ in range(total - have):
+        grow_classes(module)
+
+
+def prepare_network(module: nn.Module, config: dict[str, Any]) -> nn.Module:
+    """``module`` (built from ``config``'s sections) grown to the classes its personalizations added: what
+    ``runs.build_denoiser`` should apply so every network built from a personalized config has the right shape."""
+    facts = config.get(FACTS)
+    if facts:
+        grow_to(module, facts["base_classes"] + len(facts["classes"]))
+    return module
 
 
 class NewRows(nn.Module):
@@ -260,15 +288,16 @@ def as_batch(domain: Domain, instances: Any) -> Batch:
 
 
 @torch.no_grad()
-def prior_pool(base: Run, template: Batch, count: int, classes: list[int], generator: torch.Generator) -> Batch:
-    """``count`` samples of the base model, cycling through ``classes``, drawn in batches shaped like ``template``
-    (its x0 shape, condition layout and the domain's noise) with the run's sampler and guidance."""
-    n = template.x0.shape[0]
+def prior_pool(base: Run, template: Batch, count: int, classes: list[int], generator: torch.Generator,
+               chunk: int = 64) -> Batch:
+    """``count`` samples of the base model, cycling through ``classes``, drawn ``chunk`` at a time in batches shaped
+    like ``template``'s rows (its x0 shape, condition layout and the domain's noise) with the run's sampler and
+    guidance."""
     labels = torch.tensor(classes, dtype=torch.long)[torch.arange(count) % len(classes)]
     parts = []
-    for start in range(0, count, n):
-        lab = labels[start:start + n].to(base.device)
-        like = take_rows(template, torch.arange(len(lab)))
+    for start in range(0, count, chunk):
+        lab = labels[start:start + chunk].to(base.device)
+        like = take_rows(template, torch.arange(len(lab)) % template.x0.shape[0])
         cond = with_labels(like.cond, lab, base.domain)
         request = SampleRequest(len(lab), base.settings(), generator, lab)
         noise = base.domain.noise(like) if base.domain.noise is not None else None
@@ -277,7 +306,8 @@ def prior_pool(base: Run, template: Batch, count: int, classes: list[int], gener
     return cat_rows(parts)
 
 
-def _loss(base: Run, cfg: dict[str, Any], instances: Batch, pool: Batch | None, weight: float):
+def _loss(base: Run, cfg: dict[str, Any], instances: Batch, pool: Batch | None,
+          weight: float) -> Callable[[nn.Module, Tensor, torch.Generator], Tensor]:
     """L(instances) + weight * L(prior rows of this step), the run's own loss for both."""
     inner = default_loss(base.domain, cfg)
 
@@ -503,19 +533,15 @@ def load_personalized(domain: Domain, run_dir: Path, device: str | torch.device 
         raise UsageError(f"--run {run_dir} holds a {raw.get('domain')!r} run, not {domain.name!r}")
     cfg = {**validate_config(raw, domain.sections), FACTS: facts}
     if facts.get("lora_rank"):
-        denoiser = _base_of(domain, facts, device).denoiser
+        denoiser = prepare_network(_base_of(domain, facts, device).denoiser, cfg)
         first = facts["base_classes"] + len(facts["classes"]) - facts["adds"]
-        for _ in range(facts["adds"]):
-            grow_classes(denoiser)
         tensors, _ = load_checkpoint(run_dir / "checkpoint", ("model",))
         weights = tensors.get("model", {})
         load_new_rows(denoiser, {k: v for k, v in weights.items() if k.endswith(".new_rows")}, first)
         load_lora(denoiser, {k: v for k, v in weights.items() if not k.endswith(".new_rows")})
         merge_lora(denoiser)
     else:
-        denoiser = build_denoiser(domain, cfg)
-        for _ in facts["classes"]:
-            grow_classes(denoiser)
+        denoiser = prepare_network(build_denoiser(domain, cfg), cfg)
         load_weights(run_dir, denoiser, ema=True)
     denoiser.requires_grad_(False)
     return Run(personalized_domain(domain), cfg, denoiser.to(device).eval(), run_dir, torch.device(device))

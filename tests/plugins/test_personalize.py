@@ -23,8 +23,9 @@ from polydiff.plugins.domain import Batch
 from polydiff.plugins.errors import OptionError, RunExistsError, UsageError
 from polydiff.plugins.manager import get_manager
 from polydiff.plugins.options import build_options
-from polydiff.plugins.personalize import (PersonalizeOptions, grow_classes, load_any, load_personalized,
-                                          personalize_command, personalize_run, read_array, with_labels)
+from polydiff.plugins.personalize import (PersonalizeOptions, class_count, grow_classes, grow_to, load_any,
+                                          load_personalized, personalize_command, personalize_run, prepare_network,
+                                          read_array, with_labels)
 from polydiff.plugins.runs import resolve_config, train
 
 CENTRE = torch.tensor([0.0, 0.0])
@@ -107,7 +108,7 @@ def test_lora_writes_a_small_adapter_that_loads_on_top_of_the_base(toy, base, in
                           steps=300)
     adapter = (run.path / "checkpoint" / "model.safetensors").stat().st_size
     whole = (base.path / "checkpoint" / "model.safetensors").stat().st_size
-    assert adapter < 40_000 and adapter < whole / 5  # 13 KB against the base's 140 KB (weights and EMA)
+    assert adapter < 40_000 and adapter < whole / 5  # 13 KB against the base's 180 KB (weights and EMA)
     assert all(torch.equal(v, base.denoiser.state_dict()[k]) for k, v in before.items())  # base untouched
     assert new_class_distance(run) < NEW_CLASS_DISTANCE
     assert old_classes_ed(run, held_out) < OLD_CLASSES_ED
@@ -194,6 +195,37 @@ def test_growing_a_network_keeps_its_classes_and_null_and_adds_one(kind):
     for a, b in zip(before, after):
         assert torch.equal(a, b)
     assert torch.equal(new, before[1])  # the new row starts as class 1's
+
+
+def test_prepare_network_grows_to_the_recorded_count_once():
+    from polydiff.domains.toy.network import ToyMLP
+
+    net = ToyMLP(width=8, depth=1, num_classes=2)
+    config = {"personalized": {"base_classes": 2, "classes": ["a", "b"]}}
+    prepare_network(net, config)
+    prepare_network(net, config)
+    assert class_count(net) == 4 and net.label_emb.table.num_embeddings == 5 and net.num_classes == 4
+    assert prepare_network(net, {}) is net
+
+
+class OwnTable(nn.Module):
+    """A network with its own label table, growing through the add_class protocol."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_classes, self.table = 2, nn.Embedding(3, 4)
+
+    def add_class(self, init_from: int | None = None) -> int:
+        self.num_classes += 1
+        self.table = nn.Embedding(self.num_classes + 1, 4)
+        return self.num_classes - 1
+
+
+def test_a_network_may_grow_itself():
+    net = nn.Sequential(OwnTable())
+    assert grow_classes(net) == 2 and class_count(net) == 3
+    grow_to(net, 5)
+    assert net[0].num_classes == 5
 
 
 def test_with_labels_follows_the_label_convention():
