@@ -45,6 +45,16 @@ def summarize(min_rmsds: Sequence[float], threshold: float = 0.5) -> dict[str, f
             "failed": int((~np.isfinite(v)).sum())}
 
 
+ZERO_SEED = 0xF00D
+"""RDKit's seed used for ``seed`` 0: RDKit's ``EmbedMultipleConfs`` with ``randomSeed=0`` returns one conformer K
+times (rdkit/rdkit#1738; measured with RDKit 2026.09.1), which made a K-conformer ETKDG baseline a 1-conformer one."""
+
+
+def rdkit_seed(seed: int) -> int:
+    """The ``randomSeed`` RDKit gets for ``seed``: the seed itself, except 0 (``ZERO_SEED``)."""
+    return ZERO_SEED if seed == 0 else int(seed)
+
+
 def etkdg_conformers(mol: Chem.Mol, k: int, seed: int = 0) -> Chem.Mol:
     """K ETKDGv3 conformers of ``mol`` (hydrogens added if missing; existing conformers dropped).
 
@@ -54,7 +64,7 @@ def etkdg_conformers(mol: Chem.Mol, k: int, seed: int = 0) -> Chem.Mol:
     m = Chem.AddHs(Chem.Mol(mol), addCoords=False)
     m.RemoveAllConformers()
     params = AllChem.ETKDGv3()
-    params.randomSeed = seed
+    params.randomSeed = rdkit_seed(seed)
     params.numThreads = 1
     AllChem.EmbedMultipleConfs(m, numConfs=k, params=params)
     if m.GetNumConformers() < k:

@@ -49,3 +49,11 @@ def test_threshold_option_and_single_conformer_references(shipped, tmp_path):
     single = shipped.evaluate(reference=etkdg_reference(tmp_path / "one.sdf", 1), k=2, steps=2, seed=0)
     assert single["etkdg_median"] == pytest.approx(0, abs=1e-3) and single["etkdg_coverage"] == 1.0
     assert "model_median" in single and "model_cov_r_mean" not in single
+
+
+def test_etkdg_baseline_draws_distinct_conformers_for_seed_zero():
+    from rdkit.Chem import rdMolAlign
+
+    heavy = Chem.RemoveHs(etkdg_conformers(parse_smiles("CCCCO"), 3, seed=0))
+    rmsd = [rdMolAlign.GetBestRMS(Chem.Mol(heavy, confId=c), Chem.Mol(heavy, confId=0)) for c in (1, 2)]
+    assert min(rmsd) > 0.1, rmsd  # RDKit's own seed 0 gives one conformer three times
