@@ -12,8 +12,8 @@ classifier (``core.inversion.classify``), then either
 
 Both regenerate through the domain's own ``generate``, started from the inverted (or noised) input instead of fresh
 noise, so the result is the domain's ``Samples`` and is written by its ``save_samples`` (``plugins.outputs``). The
-start is handed over by a ``Run`` whose ``draw`` takes its starting rows from the edit (``StartedRun``); the contract
-change that makes this a field of ``SampleRequest`` is proposed in the report of issue 21.
+start goes in ``SampleRequest.start`` where the contract has that field (``Run.draw`` takes its rows in order), and
+otherwise through a ``Run`` whose ``draw`` does the same (``StartedRun``).
 """
 from __future__ import annotations
 
@@ -92,6 +92,15 @@ class StartedRun(Run):
         return get_manager().sampler(request.settings.sampler)
 
 
+def _generate_from(run: Run, request: SampleRequest, start: Tensor) -> Samples:
+    """The domain's ``generate`` started from ``start``: through ``SampleRequest.start`` where the contract has it,
+    else through a ``StartedRun``."""
+    if "start" in {f.name for f in dataclasses.fields(SampleRequest)}:
+        request.start = start
+        return run.domain.generate(run, request)
+    return run.domain.generate(started(run, start), request)
+
+
 def started(run: Run, start: Tensor) -> StartedRun:
     """``run`` drawing from ``start`` instead of noise."""
     fields = {f.name: getattr(run, f.name) for f in dataclasses.fields(Run)}
@@ -166,7 +175,7 @@ def edit_run(run: Run, batch: Batch, to: str, *, source: str | None = None, meth
     grid = strength_grid(run.sigmas(request.settings.steps), strength)
     request.sigmas = grid
     start = _start(run, batch, method, grid, sampler, src, request, refine)
-    samples = run.domain.generate(started(run, start), request)
+    samples = _generate_from(run, request, start)
     samples.settings = request.settings
     names = run.class_names()
     samples.meta["edit"] = {"method": method, "strength": strength, "sigma_start": float(grid[0]),

@@ -125,5 +125,7 @@ def test_refusals(toy, reading, base, mode0, tmp_path):
     with pytest.raises(OptionError, match="--input"):
         edit_command(reading, options)
     np.save(tmp_path / "p.npy", mode0.numpy())
+    silent = dataclasses.replace(toy)
+    silent.read_instances = None
     with pytest.raises(UsageError, match="instance reader"):
-        edit_command(toy, dataclasses.replace(options, input=tmp_path / "p.npy"))
+        edit_command(silent, dataclasses.replace(options, input=tmp_path / "p.npy"))

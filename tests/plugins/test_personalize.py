@@ -149,8 +149,10 @@ def test_command_reads_instances_with_the_domains_reader(toy, base, instances, t
     options = build_options(PersonalizeOptions, {"run": base.path, "instances": path, "name": "new",
                                                  "out": tmp_path / "cmd", "steps": 20, "prior_samples": 64,
                                                  "related": "2"})
+    silent = dataclasses.replace(toy)
+    silent.read_instances = None
     with pytest.raises(UsageError, match="instance reader"):
-        personalize_command(toy, options, command="polydiff toy personalize ...")
+        personalize_command(silent, options, command="polydiff toy personalize ...")
     reading = dataclasses.replace(toy)
     reading.read_instances = lambda p, config: read_array(p)  # the toy's proposed reader
     run = personalize_command(reading, options, command="polydiff toy personalize ...", progress=False)
