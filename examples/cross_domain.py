@@ -54,8 +54,8 @@ def main() -> None:
             for budget in budgets:
                 g = torch.Generator(device=run.device).manual_seed(args.seed)
                 t0 = time.perf_counter()
-                metrics = domain.evaluate(run, sampler=method, steps=steps_for_nfe(method, budget), n=args.n, generator=g,
-                                          **domain.sweep)
+                metrics = run.evaluate(args.n, sampler=method, steps=steps_for_nfe(method, budget), generator=g,
+                                       **domain.sweep)
                 cells.append(f"{metrics[domain.primary_metric]:.4g} ({time.perf_counter() - t0:.0f}s)")
             print(f"| {method} | " + " | ".join(cells) + " |")
 
