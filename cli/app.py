@@ -89,7 +89,7 @@ def _root() -> typer.Typer:
                 except FileNotFoundError:
                     steps = min(train_steps, resolve_config(domain, "quick")["train"]["steps"])
                     cfg = resolve_config(domain, "quick", {"train": {"steps": steps, "ckpt_every": steps}})
-                    run = train(domain, cfg, out / name / "run", device=str(dev))
+                    run = train(domain, cfg, out / "runs" / name, device=str(dev))
                     source = f"{steps}-step training run (no shipped checkpoint: not representative)"
                 kwargs = {"n": n, **domain.demo}
                 samples = run.sample(kwargs.pop("n"), seed=seed, **kwargs)

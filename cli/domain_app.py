@@ -273,9 +273,39 @@ def distill_action(domain: Domain) -> Any:
     return act
 
 
+def personalize_action(domain: Domain) -> Any:
+    def act(values: dict[str, Any]) -> None:
+        from polydiff.plugins.capabilities import PersonalizeOptions
+        from polydiff.plugins.personalize import personalize_command
+
+        own = {f.name: values[f.name] for f in fields_of(PersonalizeOptions)}
+        device = _prepare(values)
+        t0 = time.time()
+        run = personalize_command(domain, build_options(PersonalizeOptions, own), str(device),
+                                  command=_command_line())
+        typer.echo(f"personalized {domain.name} with class {own['name']!r} in {time.time() - t0:.0f} s -> {run.path}; "
+                   f"sample with --run {run.path} --class {own['name']}")
+
+    return act
+
+
+def edit_action(domain: Domain) -> Any:
+    def act(values: dict[str, Any]) -> None:
+        from polydiff.plugins.capabilities import EditOptions
+        from polydiff.plugins.editing import edit_command
+
+        own = {f.name: values[f.name] for f in fields_of(EditOptions)}
+        samples = edit_command(domain, build_options(EditOptions, own), str(_prepare(values)))
+        typer.echo(f"edited {own['input']} into class {own['to']!r} -> {samples.meta['out']}")
+
+    return act
+
+
 def capability_fields(domain: Domain, options: type) -> list[Field]:
-    """A capability command's options: its declared dataclass and the computing options every command has."""
-    return fields_of(options) + _common(domain, "")
+    """A capability command's options: its declared dataclass and the computing options every command has (those it
+    does not declare itself)."""
+    own = fields_of(options)
+    return own + [f for f in _common(domain, "") if f.name not in {o.name for o in own}]
 
 
 ACTIONS = {"train": train_action, "sample": sample_action, "evaluate": evaluate_action}
@@ -303,12 +333,21 @@ def build_domain_app(domain: Domain) -> typer.Typer:
         app.command(name, help=verb.help)(command(name, verb.help, _fields(domain, verb.command, verb), act,
                                                   argument=verb.argument))
 
+    from polydiff.plugins.capabilities import EditOptions, PersonalizeOptions
     from polydiff.plugins.distill import DistillOptions
 
-    help_distill = ("Few-step student: progressive distillation of the run's deterministic sampler (guided with "
-                    "--guidance-scale-range), trained round by round through the shared loop.")
-    app.command("distill", help=help_distill)(command("distill", help_distill, capability_fields(domain, DistillOptions),
-                                                      distill_action(domain)))
+    capabilities = {
+        "distill": (DistillOptions, distill_action, "Few-step student: progressive distillation of the run's "
+                    "deterministic sampler (guided with --guidance-scale-range), round by round through the shared loop."),
+        "personalize": (PersonalizeOptions, personalize_action, "Teach the run a new class NAME from a few examples "
+                        "(--instances), with prior preservation; --lora-rank for a small adapter."),
+        "edit": (EditOptions, edit_action, "Redraw examples (--input) as another class (--to): inverted along the "
+                 "probability-flow ODE and regenerated, or SDEdit."),
+    }
+    for name, (options, action, text) in capabilities.items():
+        if name in ("personalize", "edit") and domain.classes is None:
+            continue  # they bind and swap class labels
+        app.command(name, help=text)(command(name, text, capability_fields(domain, options), action(domain)))
 
     @app.command("export")
     def export_cmd(run: Path = typer.Argument(..., help="Run folder from `train --out`."),

@@ -6,7 +6,8 @@ A run config has the sections ``data`` and ``network`` (the domain's own, declar
 ``distill``). ``validate_config`` checks every section when a config is built or loaded: an unknown key names the key,
 its section and the known keys; a wrong type names the key and the type expected. Defaults are filled in from the
 dataclasses, so what ``config.json`` records is what the run used. The top level also holds ``domain``, ``preset``
-and ``fitted`` (facts fitted on the training data, see ``Domain.fit_data``).
+and ``fitted`` (facts fitted on the training data, see ``Domain.fit_data``); sections a capability writes
+(``distillation``, ``personalized``) are validated when present.
 """
 from __future__ import annotations
 
@@ -96,7 +97,24 @@ class DistillationSection:
     guidance_embedding: dict[str, Any] | None = None
 
 
-OPTIONAL = {"distillation": DistillationSection}
+@dataclass
+class PersonalizedSection:
+    """The classes a personalization added to its base run and how (written by ``personalize``)."""
+
+    classes: list[str] = field(default_factory=list)
+    adds: int = 0
+    base_run: str = ""
+    """The base run's folder (absolute), or ``shipped``."""
+    base_classes: int = 0
+    instances: int = 0
+    prior_weight: float = 1.0
+    prior_samples: int = 0
+    related: str | None = None
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+
+
+OPTIONAL = {"distillation": DistillationSection, "personalized": PersonalizedSection}
 """Sections validated only when present (written by a capability, not by ``train``)."""
 
 

@@ -92,6 +92,18 @@ class SampleRequest:
     progress: bool = False
     sigmas: "torch.Tensor | None" = None
     explicit: frozenset[str] = frozenset()
+    start: "torch.Tensor | None" = None
+    """Where sampling starts at the grid's first level instead of fresh noise (``edit``: the inverted input, one row
+    per sample). ``Run.draw`` takes its rows in order, so a domain drawing in chunks gets them chunk by chunk; the
+    domain draws samples shaped like it (e.g. points: ``start.shape[1]`` points per cloud)."""
+    taken: int = 0
+    """Rows of ``start`` that ``Run.draw`` has used."""
+
+    def next_start(self, n: int) -> "torch.Tensor":
+        """The next ``n`` rows of ``start`` (``Run.draw``'s starting point)."""
+        rows = self.start[self.taken:self.taken + n]
+        self.taken += n
+        return rows
 
 
 @dataclass
@@ -118,8 +130,9 @@ class Samples:
     """What ``Domain.generate`` returns: the domain's payload and the facts stated next to the files.
 
     ``data`` holds whatever ``save_samples`` writes (arrays, tensors, RDKit molecules); ``meta`` is JSON-ready and goes
-    into ``samples.json`` (normalisation, class of each sample, timings, skipped inputs). ``settings`` is filled in by
-    ``Run.sample``.
+    into ``samples.json`` beside polydiff's own keys (``domain``, ``run``, ``settings``, ``options``, ``command``,
+    ``class``, ``files``: reserved) (normalisation, class of each sample, timings, skipped inputs). ``settings`` is
+    filled in by ``Run.sample``.
     """
 
     data: dict[str, Any]
@@ -236,6 +249,14 @@ class Domain:
     """Keyword arguments of ``Run.sample`` in ``polydiff demo`` (e.g. ``{"n": 1}`` when one sample takes minutes)."""
     sweep: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of ``Run.evaluate`` in sampler sweeps (``examples/cross_domain.py``)."""
+    read_instances: Callable[[Path, dict[str, Any]], Batch] | None = None
+    """``(path, run_config) -> Batch``: a few of the user's own examples (a file or folder in the domain's format) in
+    the network's space, normalised as the run's data (its ``fitted`` facts), for ``personalize --instances`` and
+    ``edit --input``. Its ``cond`` may carry class labels (``edit`` takes them as the source class) or be None.
+    None: the domain cannot read examples, and those commands say so."""
+    label_cond: Callable[["torch.Tensor"], Any] | None = None
+    """Class labels [n] -> the condition its network takes (e.g. ``{"label": labels}``); None: the label tensor
+    itself. Personalization and editing build conditions with it for examples read without one."""
 
     def preset(self, name: str) -> dict[str, Any]:
         """The preset ``name``, or a usage error listing the presets."""

@@ -12,25 +12,22 @@ classifier (``core.inversion.classify``), then either
 
 Both regenerate through the domain's own ``generate``, started from the inverted (or noised) input instead of fresh
 noise, so the result is the domain's ``Samples`` and is written by its ``save_samples`` (``plugins.outputs``). The
-start goes in ``SampleRequest.start`` where the contract has that field (``Run.draw`` takes its rows in order), and
-otherwise through a ``Run`` whose ``draw`` does the same (``StartedRun``).
+start goes in ``SampleRequest.start`` (``Run.draw`` takes its rows in order).
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from polydiff.core.inversion import INVERTIBLE, classify, invert, strength_grid
-from polydiff.core.noise import NoiseFn, gaussian
-from polydiff.core.samplers import sample as core_sample
+from polydiff.core.noise import gaussian
 
+from .capabilities import EditOptions
 from .domain import Batch, SampleRequest, Samples
-from .errors import OptionError, UsageError
-from .options import as_dict, option
+from .errors import OptionError
+from .options import as_dict
 from .outputs import sample_folder, write_samples
 from .personalize import instance_reader, labels_of, load_any, with_labels
 from .runs import Run
@@ -38,73 +35,10 @@ from .runs import Run
 Tensor = torch.Tensor
 
 
-@dataclass
-class EditOptions:
-    """What ``edit`` takes: the input, the class to turn it into, and how far to go."""
-
-    run: Path | None = option(None, "Run folder (default: the domain's shipped run).", exists=True)
-    input: Path | None = option(None, "File or folder of examples to edit, in the domain's format.", exists=True)
-    to: str | None = option(None, "Target class name or index.")
-    source: str | None = option(None, "Source class name or index (default: the reader's labels, else inferred "
-                                      "by the model).", flags=("--from",))
-    out: Path | None = option(None, "Folder for the edited samples (default: a new samples/<domain>/NNN).")
-    method: str = option("invert", "invert: regenerate from the input's inverted noise; sdedit: from a noised copy.",
-                         choices=("invert", "sdedit"))
-    strength: float = option(1.0, "Fraction of the sampling grid to redo (1: from the highest noise level).",
-                             min=0.0, max=1.0)
-    steps: int | None = option(None, "Sampling steps (default: the run's).", min=1)
-    sampler: str | None = option(None, f"Sampler for invert (one of {', '.join(INVERTIBLE)}; default: the run's "
-                                       "when deterministic, else heun) or sdedit (default: the run's).")
-    guidance_scale: float | None = option(None, "Classifier-free guidance scale (default: the run's).", min=0.0)
-    refine: int = option(2, "Fixed-point corrections per inversion step (0: plain DDIM-style inversion).", min=0)
-    seed: int = option(0, "Seed (sdedit's noise, the classifier's draws).")
-    overwrite: bool = option(False, "Replace samples written earlier into --out.")
-
-
-@dataclass
-class StartedRun(Run):
-    """A Run whose ``draw`` starts from given rows at the grid's first level instead of fresh noise: the next
-    ``len(like)`` rows of ``start`` on each call (a domain may draw in chunks)."""
-
-    start: Tensor | None = None
-    taken: int = 0
-
-    def draw(self, like: Tensor, request: SampleRequest, *, cond: Any = None, denoiser: Any = None,
-             noise: NoiseFn | None = None, sigmas: Tensor | None = None) -> Tensor:
-        """The sampler from the next rows of ``start`` at ``sigmas[0]`` (the request's grid)."""
-        if sigmas is None:
-            sigmas = request.sigmas if request.sigmas is not None else self.sigmas(request.settings.steps)
-        rows = self.start[self.taken:self.taken + like.shape[0]]
-        if rows.shape != like.shape:
-            raise UsageError(f"the {self.domain.name} domain drew samples shaped {tuple(like.shape)} where the edit "
-                             f"holds {tuple(rows.shape)}: its generate cannot edit these inputs")
-        self.taken += like.shape[0]
-        den = self.guided(cond, request.settings) if denoiser is None else denoiser
-        return core_sample(den, rows.to(self.device, torch.float32), sigmas.to(self.device),
-                           self.sampler_of(request), cond=cond, noise=noise, generator=request.generator,
-                           progress=request.progress)
-
-    @staticmethod
-    def sampler_of(request: SampleRequest) -> Any:
-        """The request's sampler function (a plugin's or a built-in)."""
-        from .manager import get_manager
-
-        return get_manager().sampler(request.settings.sampler)
-
-
 def _generate_from(run: Run, request: SampleRequest, start: Tensor) -> Samples:
-    """The domain's ``generate`` started from ``start``: through ``SampleRequest.start`` where the contract has it,
-    else through a ``StartedRun``."""
-    if "start" in {f.name for f in dataclasses.fields(SampleRequest)}:
-        request.start = start
-        return run.domain.generate(run, request)
-    return run.domain.generate(started(run, start), request)
-
-
-def started(run: Run, start: Tensor) -> StartedRun:
-    """``run`` drawing from ``start`` instead of noise."""
-    fields = {f.name: getattr(run, f.name) for f in dataclasses.fields(Run)}
-    return StartedRun(**fields, start=start)
+    """The domain's ``generate`` started from ``start`` (``Run.draw`` takes its rows in order)."""
+    request.start = start
+    return run.domain.generate(run, request)
 
 
 def edit_sampler(run: Run, method: str, sampler: str | None) -> str:

@@ -11,6 +11,10 @@ from .folders import locked, next_numbered, prepare_sample_folder
 from .manager import get_manager
 
 
+RESERVED = frozenset({"domain", "run", "settings", "options", "command", "class", "files"})
+"""Keys of ``samples.json`` that polydiff writes; a domain's ``Samples.meta`` goes beside them and may not reuse them."""
+
+
 def sample_folder(domain: Domain, out: Path | None) -> Path:
     """``out``, or without one a new numbered folder ``samples/<domain>/NNN``."""
     return Path(out) if out is not None else next_numbered(Path("samples") / domain.name)
@@ -22,6 +26,9 @@ def write_samples(domain: Domain, samples: Samples, out: Path, *, record: dict[s
     options, the domain's ``meta``, ``record`` (run, class, ...) and the files; plugins observing
     ``polydiff_sample_end`` are told. Refuses a folder holding earlier files unless ``overwrite``."""
     out = Path(out)
+    clash = sorted(set(samples.meta) & (RESERVED | set(record or {})))
+    if clash:
+        raise ValueError(f"the {domain.name} domain's Samples.meta uses reserved key(s) {', '.join(clash)}; rename them")
     with locked(out):
         prepare_sample_folder(out, overwrite=overwrite)
         files = [Path(f) for f in domain.save_samples(samples, out)]

@@ -37,7 +37,6 @@ import copy
 import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +48,13 @@ from torch.nn.utils import parametrize
 from polydiff.core.adapters import add_lora, load_lora, lora_state_dict, merge_lora
 from polydiff.core.checkpoint import load_checkpoint, save_checkpoint
 from polydiff.core.training import Trainer, TrainConfig, load_weights
-from polydiff.domains.common.embeddings import LabelEmbedding
 
 from .config import merge, validate_config
 from .domain import Batch, Domain, SampleRequest
 from .errors import OptionError, UsageError
 from .folders import locked, prepare_train_folder
 from .manager import get_manager
-from .options import option
+from .capabilities import PersonalizeOptions
 from .runs import Run, build_denoiser, default_loss, load_run
 
 Tensor = torch.Tensor
@@ -66,9 +64,17 @@ FACTS = "personalized"
 # ---- growing a network's label table ---------------------------------------------------------------------------
 
 
-def label_embeddings(module: nn.Module) -> dict[str, LabelEmbedding]:
+def is_label_embedding(module: nn.Module) -> bool:
+    """Whether ``module`` is a label table with a null class in the shape of ``domains.common.embeddings.
+    LabelEmbedding`` (an ``nn.Embedding`` ``table`` of ``num_classes + 1`` rows): recognised by that shape, so the
+    plugins layer does not import a domain package."""
+    table, count = getattr(module, "table", None), getattr(module, "num_classes", None)
+    return isinstance(table, nn.Embedding) and isinstance(count, int) and table.num_embeddings == count + 1
+
+
+def label_embeddings(module: nn.Module) -> dict[str, nn.Module]:
     """The ``LabelEmbedding`` layers of ``module`` by qualified name."""
-    return {n: m for n, m in module.named_modules() if isinstance(m, LabelEmbedding)}
+    return {n: m for n, m in module.named_modules() if is_label_embedding(m)}
 
 
 def _protocol_owner(module: nn.Module) -> nn.Module | None:
@@ -88,7 +94,7 @@ def _follow_count(owner: nn.Module, old: int, new: int) -> None:
 
 
 @torch.no_grad()
-def _grow_table(emb: LabelEmbedding, init_from: int | None) -> int:
+def _grow_table(emb: nn.Module, init_from: int | None) -> int:
     """One more class row in ``emb`` before its null row; returns the new class's index."""
     k, weight = emb.num_classes, emb.table.weight
     row = weight[init_from] if init_from is not None else weight[:k].mean(0)
@@ -114,8 +120,8 @@ def grow_classes(module: nn.Module, init_from: int | None = None) -> int:
     if len(counts) != 1:
         raise UsageError(f"the network's label embeddings disagree on the class count ({sorted(counts)})")
     old = counts.pop()
-    owners = [m for m in module.modules() if not isinstance(m, LabelEmbedding)
-              and any(isinstance(s, LabelEmbedding) for s in m.modules())]
+    owners = [m for m in module.modules() if not is_label_embedding(m)
+              and any(is_label_embedding(s) for s in m.modules())]
     for emb in embeddings.values():
         _grow_table(emb, init_from)
     for m in owners:
@@ -321,30 +327,6 @@ def _loss(base: Run, cfg: dict[str, Any], instances: Batch, pool: Batch | None,
 
 
 # ---- options and the run ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class PersonalizeOptions:
-    """What ``personalize`` takes: a base run, the new class's examples and its name, and the fine-tune."""
-
-    run: Path | None = option(None, "Base run folder (default: the domain's shipped run).", exists=True)
-    instances: Path | None = option(None, "File or folder of the new class's examples, in the domain's format.",
-                                    exists=True)
-    name: str | None = option(None, "Name of the new class (then `sample --class NAME`).")
-    out: Path | None = option(None, "Run folder to write (a new one; see --overwrite).")
-    related: str | None = option(None, "Class whose samples preserve the prior (default: all classes); the new "
-                                       "class's embedding starts from it.")
-    prior_weight: float = option(1.0, "Weight of the prior-preservation loss on the base model's samples (0: none).",
-                                 min=0.0)
-    prior_samples: int = option(100, "Base-model samples drawn for prior preservation.", min=1)
-    lora_rank: int | None = option(None, "Train low-rank adapters of this rank (and the new label row) instead of "
-                                         "every weight; the run then holds only those.", min=1)
-    lora_alpha: float | None = option(None, "LoRA scale numerator (default: the rank, i.e. scale 1).", min=0.0)
-    steps: int = option(400, "Fine-tuning steps.", min=1)
-    lr: float | None = option(None, "Learning rate (default: the base run's; with --lora-rank twice that).",
-                              min=0.0)
-    seed: int = option(0, "Seed of the prior samples and the training noise.")
-    overwrite: bool = option(False, "Replace a run already in --out.")
 
 
 def _facts(base: Run, name: str, n: int, options: PersonalizeOptions, base_classes: int) -> dict[str, Any]:

@@ -57,7 +57,9 @@ def build_denoiser(domain: Domain, cfg: dict[str, Any]) -> Denoiser:
         from polydiff.core.distillation import guidance_conditioned
 
         net = guidance_conditioned(net, spec)
-    return Denoiser(net, parameterization=d["parameterization"], sigma_data=d["sigma_data"])
+    from .personalize import prepare_network
+
+    return prepare_network(Denoiser(net, parameterization=d["parameterization"], sigma_data=d["sigma_data"]), cfg)
 
 
 def default_loss(domain: Domain, cfg: dict[str, Any]):
@@ -185,6 +187,10 @@ def load_run(domain: Domain, run_dir: Path | None = None, device: str | torch.de
     cfg = json.loads(cfg_path.read_text())
     if cfg.get("domain") != domain.name:
         raise UsageError(f"--run {run_dir} holds a {cfg.get('domain')!r} run, not {domain.name!r}")
+    if (cfg.get("personalized") or {}).get("lora_rank"):  # an adapter on its base run
+        from .personalize import load_personalized
+
+        return load_personalized(domain, run_dir, device)
     cfg = validate_config(cfg, domain.sections)
     denoiser = build_denoiser(domain, cfg)
     load_weights(run_dir, denoiser, ema=True)
@@ -283,7 +289,10 @@ class Run:
 
     def class_names(self) -> list[str]:
         """The run's class names ([] for an unconditional run or a domain without classes)."""
-        return list(self.domain.classes.names(self.config)) if self.domain.classes is not None else []
+        if self.domain.classes is None:
+            return []
+        names = list(self.domain.classes.names(self.config))
+        return names + [c for c in (self.config.get("personalized") or {}).get("classes", []) if c not in names]
 
     def labels(self, label: int | str | None, n: int) -> torch.Tensor | None:
         """Labels [n] for ``label``: a class name or index, ``all`` (cycle through the classes), or None."""
@@ -332,7 +341,12 @@ class Run:
             sigmas = request.sigmas if request.sigmas is not None else self.sigmas(request.settings.steps)
         sigmas = sigmas.to(self.device)
         blank = torch.empty(like.shape, device=self.device, dtype=torch.float32)
-        x = (noise or gaussian)(blank, request.generator) * sigmas[0]
+        if request.start is not None:
+            x = request.next_start(like.shape[0]).to(self.device, torch.float32)
+            if x.shape != blank.shape:
+                raise UsageError(f"samples shaped {tuple(blank.shape)} were drawn from a start shaped {tuple(x.shape)}")
+        else:
+            x = (noise or gaussian)(blank, request.generator) * sigmas[0]
         den = self.guided(cond, request.settings) if denoiser is None else denoiser
         method = self.sampler_function(request.settings.sampler)
         return core_sample(den, x, sigmas, method, cond=cond, noise=noise, generator=request.generator,

@@ -104,6 +104,8 @@ def make_domain() -> Domain:
         data_source=DataSource(lazy("polydiff.domains.audio.model:data_source"), "digits (espeak-ng voices) or a folder of .wav/.flac/.ogg clips whose "
                                "sub-folders name the classes.", ("--data", "--folder")),
         collate=lazy("polydiff.domains.common.datasets:collate_labelled"),
+        read_instances=lazy("polydiff.domains.audio.sampling:read_instances"),
+        label_cond=lambda labels: {"label": labels},
         drop_cond=lazy("polydiff.domains.common.embeddings:drop_label_cond"),
         null_cond=lazy("polydiff.domains.common.embeddings:null_label_cond"),
     )

@@ -9,7 +9,7 @@ import torch
 
 from polydiff.core import guidance
 from polydiff.domains.common.embeddings import NULL_LABEL
-from polydiff.plugins.domain import EvaluateRequest, SampleRequest, Samples
+from polydiff.plugins.domain import Batch, EvaluateRequest, SampleRequest, Samples
 from polydiff.plugins.errors import OptionError
 
 from .clips import fit_length, load_audio, resample
@@ -19,6 +19,38 @@ from .features import LogMel
 from .inpainting import inpaint_mask, parse_span
 from .plugin import SampleOptions
 from .previews import save_clips
+
+
+def clip_mel(p, path: str | Path) -> torch.Tensor:
+    """A clip's normalised log-mel [1, n_mels, frames]: resampled, centre-padded/cropped and peak-normalised like the
+    training clips."""
+    cfg = p.normalizer.config
+    wave, sr = load_audio(path)
+    wave = fit_length(resample(wave, sr, cfg.sample_rate), cfg.clip_samples)
+    peak = wave.abs().max()
+    if peak <= 1e-6:
+        raise ValueError(f"{path}: the clip is silent")
+    return p.normalizer.normalize(LogMel(cfg)(wave * (0.9 / peak)))
+
+
+def read_instances(path: Path, config: dict) -> Batch:
+    """``personalize --instances`` / ``edit --input``: an audio file or a folder of them as normalised log-mels
+    [n, 1, n_mels, frames]; a clip in a sub-folder named after a class carries it (``edit``'s source class)."""
+    from polydiff.plugins.errors import UsageError
+
+    p, path = sampling_spec(config), Path(path)
+    files = sorted(f for f in path.rglob("*") if f.suffix.lower() in (".wav", ".flac", ".ogg")) if path.is_dir() \
+        else [path]
+    if not files:
+        raise UsageError(f"{path} holds no .wav/.flac/.ogg clips")
+    try:
+        mels = torch.stack([clip_mel(p, f) for f in files])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    classes = list(p.class_names)
+    labels = [classes.index(f.parent.name) if f.parent != path and f.parent.name in classes else NULL_LABEL
+              for f in files]
+    return Batch(mels, {"label": torch.tensor(labels, dtype=torch.long)})
 
 
 def known_from_clip(p, path: str | Path, span: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,9 +95,10 @@ def generate(run, request: SampleRequest) -> Samples:
     x = torch.cat(out)
     gl = (opts.gl_iters if opts is not None else None) or int(run.config["sample"]["gl_iters"])
     waves, again = reanalyse(p, x, gl)
-    names = [p.class_names[i] if i >= 0 else "any" for i in labels.tolist()]
+    classes = run.class_names()
+    names = [classes[i] if i >= 0 else "any" for i in labels.tolist()]
     return Samples({"x": x, "reanalysed": again, "log_mels": p.normalizer.denormalize(x[:, 0]), "waves": waves,
-                    "labels": labels.tolist(), "class_names": list(p.class_names)},
+                    "labels": labels.tolist(), "class_names": classes},
                    {"normalizer": p.normalizer.to_dict(), "gl_iters": gl, "classes": names})
 
 

@@ -113,6 +113,8 @@ def make_domain() -> Domain:
         options={"sample": SampleOptions, "evaluate": EvaluateOptions},
         counts={"sample": Count(16, "Number of clouds."),
                 "evaluate": Count(None, "Held-out clouds to compare (default all).")},
+        read_instances=lazy("polydiff.domains.points.sampling:read_instances"),
+        label_cond=lambda labels: {"label": labels},
         classes=Classes(lazy("polydiff.domains.points.prepared:class_names"), help="Class name or index (labelled sets only), or 'all'."),
         data_source=DataSource(lazy("polydiff.domains.points.prepared:data_source"), "shapes, random_urdfs or a folder of meshes (OBJ, PLY, STL, OFF, GLB)."),
         collate=lazy("polydiff.domains.common.datasets:collate_labelled"),

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from polydiff.domains.common.embeddings import NULL_LABEL
-from polydiff.plugins.domain import SampleRequest, Samples
+from polydiff.plugins.domain import Batch, SampleRequest, Samples
 from polydiff.plugins.errors import OptionError
 
 from .anchored import anchored, default_context
@@ -27,6 +27,8 @@ def generate(run, request: SampleRequest) -> Samples:
     run's ``sample.anchored`` is true; ``sample.anchor_context`` sets how many anchor points each chunk reads."""
     p, opts, n = sampling_spec(run.config), request.options, request.n
     n_points = int(run.config["data"]["n_points"]) if opts is None or opts.points is None else int(opts.points)
+    if request.start is not None:  # an edit: clouds of the inputs' size
+        n_points = int(request.start.shape[1])
     partial = given_cloud(opts, n_points) if opts is not None else None
     labels = request.labels if request.labels is not None else torch.full((n,), NULL_LABEL, dtype=torch.long)
     if bool((labels >= 0).any()) and not p.conditional:
@@ -53,7 +55,7 @@ def generate(run, request: SampleRequest) -> Samples:
         else:
             pts = run.draw(torch.empty(b, n_points, 3), request, cond=cond, denoiser=den, sigmas=sigmas)
         out.append(pts.float().cpu())
-    classes = list(p.classes)
+    classes = run.class_names()
     names = [classes[int(lab)] if classes and lab >= 0 else "any" for lab in labels.tolist()]
     return Samples({"points": torch.cat(out).numpy(), "labels": labels.cpu().numpy(), "classes": classes},
                    {"normalization": p.normalization.to_dict(), "n_points": n_points, "labels": names,
@@ -92,3 +94,26 @@ def save_samples(samples: Samples, out: Path) -> list[Path]:
     meta = {"n_clouds": int(len(pts)), "ply_frame": frame, **samples.meta, "settings": settings}
     write_json(out / "clouds.json", json.loads(json.dumps(meta, default=str)))
     return files + [out / "clouds.json"]
+
+
+def read_instances(path: Path, config: dict[str, Any]) -> Batch:
+    """``personalize --instances`` / ``edit --input``: a point-cloud or mesh file, or a folder of them, as clouds of
+    the run's ``n_points`` normalised like its training data; a file in a sub-folder named after a class carries it
+    (``edit``'s source class)."""
+    from polydiff.plugins.errors import UsageError
+
+    from .files import read_cloud
+
+    path, n_points, spec = Path(path), int(config["data"]["n_points"]), sampling_spec(config)
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    if not files:
+        raise UsageError(f"{path} holds no point-cloud or mesh files")
+    try:
+        clouds = np.stack([read_cloud(f, n_points=n_points, seed=i) for i, f in enumerate(files)])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    classes = list(spec.classes)
+    labels = [classes.index(f.parent.name) if f.parent != path and f.parent.name in classes else NULL_LABEL
+              for f in files]
+    x = torch.as_tensor(spec.normalization.apply(clouds), dtype=torch.float32)
+    return Batch(x, {"label": torch.tensor(labels, dtype=torch.long)})

@@ -1,11 +1,13 @@
 """The toy domain's data and network: the data sets by name, the MLP, batches, class names and ``--data``."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from polydiff.plugins.domain import Batch
+from polydiff.plugins.errors import UsageError
 
 from . import data
 from .network import ToyMLP
@@ -36,3 +38,14 @@ def data_source(value: str) -> dict[str, Any]:
     if value not in sets:
         raise ValueError(f"unknown toy data set {value!r}; choose from {', '.join(sets)}")
     return {"data": {"dataset": value}}
+
+
+def read_instances(path: Path, config: dict[str, Any]) -> Batch:
+    """``personalize --instances`` / ``edit --input``: a .npy (or .pt) of points [n, 2], or [n, 3] whose last column
+    is each point's class (``edit`` then takes it as the source class)."""
+    from polydiff.plugins.personalize import read_array
+
+    x = read_array(path).x0
+    if x.ndim != 2 or x.shape[1] not in (2, 3):
+        raise UsageError(f"{path}: expected points [n, 2] or [n, 3] (x, y, class), got {tuple(x.shape)}")
+    return Batch(x[:, :2], x[:, 2].long() if x.shape[1] == 3 else None)

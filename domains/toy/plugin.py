@@ -108,6 +108,7 @@ def make_domain() -> Domain:
         drop_cond=lazy("polydiff.domains.common.embeddings:drop_label_tensor"),
         null_cond=lazy("polydiff.domains.common.embeddings:null_labels"),
         shipped_run=SHIPPED,
+        read_instances=lazy("polydiff.domains.toy.model:read_instances"),
     )
 
 

@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .signals import CLASSES, LENGTH, synthesize
+from .signals import CLASSES, LENGTH, SYNTHETIC, synthesize
 
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
-SYNTHETIC = "synthetic"
 
 
 def read_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -18,6 +18,9 @@ LENGTH = 256
 """Samples per trace (4 s at ``FS``)."""
 DURATION = LENGTH / FS
 
+SYNTHETIC = "synthetic"
+"""The ``data.source`` of the procedural traces."""
+
 WAVES = {  # name: (offset from R at RR = 1 s in s, width in s, amplitude in mV, moves with RR)
     "P": (-0.19, 0.035, 0.15, True),
     "Q": (-0.035, 0.014, -0.12, False),
