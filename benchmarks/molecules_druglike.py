@@ -117,7 +117,8 @@ def pick_molecules(split: str, n: int, recipe: Recipe, offset: int = 0) -> list[
 
 
 def embed_mmff(smiles: str, recipe: Recipe):
-    """ETKDGv3 embeddings of the molecule minimised with MMFF94 (explicit hydrogens), with their MMFF energies."""
+    """ETKDGv3 embeddings of the molecule minimised with MMFF94 (explicit hydrogens), with their MMFF energies (none
+    when ETKDG cannot embed it even from random coordinates)."""
     from rdkit import Chem
     from rdkit.Chem import AllChem
 
@@ -127,7 +128,10 @@ def embed_mmff(smiles: str, recipe: Recipe):
     params = AllChem.ETKDGv3()
     params.randomSeed = rdkit_seed(recipe.seed)
     params.numThreads = 1
-    AllChem.EmbedMultipleConfs(mol, recipe.embeddings, params)
+    if not AllChem.EmbedMultipleConfs(mol, recipe.embeddings, params):
+        params.useRandomCoords = True  # RDKit's remedy for molecules the default embedding cannot place
+        if not AllChem.EmbedMultipleConfs(mol, recipe.embeddings, params):
+            return mol, []
     results = AllChem.MMFFOptimizeMoleculeConfs(mol, numThreads=1, maxIters=2000)
     return mol, [e for _, e in results]
 

@@ -18,9 +18,14 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     return float(fractions[0]), float(fractions[1]), float(fractions[2])
 
 
+SALT = "polydiff-split:"
+"""Prefixed to the key before hashing, so a split is independent of a selection made by the plain SHA-1 of the SMILES
+(as ``benchmarks/molecules_druglike.py`` picks its molecules: unsalted, they all fell into train)."""
+
+
 def _unit(key: str) -> float:
-    """A number in [0, 1) fixed by ``key`` (SHA-1), the same on every machine and Python version."""
-    return int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big") / 2**64
+    """A number in [0, 1) fixed by ``key`` (salted SHA-1), the same on every machine and Python version."""
+    return int.from_bytes(hashlib.sha1((SALT + key).encode()).digest()[:8], "big") / 2**64
 
 
 def hash_split(smiles: Sequence[str], fractions: Sequence[float]) -> list[str]:
