@@ -19,6 +19,7 @@ from polydiff.plugins.domain import Batch
 
 from .facts import QM9_FACTS, TrainingFacts, fit_facts
 from .qm9 import QM9, load_qm9
+from .sections import QM9_SOURCE
 
 if TYPE_CHECKING:
     from rdkit import Chem
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from .pyg import MolData
     from .userdata import Ensemble
 
-QM9_SOURCE = "qm9"
 
 
 def qm9_subset(cfg: dict[str, Any]) -> QM9:

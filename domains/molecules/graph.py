@@ -65,6 +65,11 @@ def com_free_noise(cond: Any) -> NoiseFn:
     return zero_mean(cond["batch"], num_graphs(cond))
 
 
+def batch_noise(batch: Any) -> NoiseFn:
+    """The Domain's ``noise``: zero-centre-of-mass noise for a training batch's molecules."""
+    return com_free_noise(batch.cond)
+
+
 def stereo_features(x: Tensor, cond: Any) -> Tensor:
     """Per-atom [N, 2] signed stereo measures of geometry ``x``: > 0 where it has the requested chirality / E-Z.
 

@@ -20,95 +20,29 @@ What happens to a molecule given to ``sample`` (and to ``evaluate``'s model):
    without conformers gets ETKDGv3 conformers instead, with a warning on stderr naming it (``polydiff_source``
    etkdg_fallback). ``samples.json`` records ``n_relaxed``, ``n_dropped`` and ``fallbacks``. ``--no-validate`` writes
    the raw conformers (``validated`` false).
+
+This module only declares (sections in ``sections.py``, options, presets and demo molecules here); the functions
+live in ``data.py``, ``generation.py`` and ``evaluation.py`` and are named by lazy references, so ``polydiff --help``
+imports no torch.
 """
 from __future__ import annotations
 
-import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import torch
-
-from polydiff.core.schedules import make_grid
 from polydiff.plugins import hookimpl
-from polydiff.plugins.config import fitted
-from polydiff.plugins.domain import Count, DataSource, Domain, EvaluateRequest, SampleRequest, Samples
-from polydiff.plugins.errors import OptionError
+from polydiff.plugins.domain import Count, DataSource, Domain
+from polydiff.plugins.lazy import lazy
 from polydiff.plugins.options import option
 
-from .data import QM9_SOURCE, build_dataset, collate_batch, fit_data
-from .facts import guard, run_facts
-from .graph import com_free_noise
-from .io import MolInput, unique_names, with_conformers, write_sdf
-from .screening import RELAX_ITERS, ScreenedSet, screen_molecules, unscreened
-
-if TYPE_CHECKING:
-    from rdkit import Chem
-
-    from .network import ConformerNet
+from .screening import RELAX_ITERS
+from .sections import INITS, Data, Network, SampleExtras
 
 SHIPPED = Path(__file__).parent / "checkpoints" / "qm9"
 DEMO_MOLECULES = {"1,4-dioxane": (660, "C1COCCO1"), "tetrahydrofuran": (160, "C1CCOC1"), "aniline": (940, "Nc1ccccc1"),
                   "2-pyridone": (920, "O=c1cccc[nH]1"), "1-propanol": (40, "CCCO")}
 """The demo's molecules: name -> (QM9 Index, SMILES), all in QM9's test split (Index % 20 == 0), never trained on."""
-INITS = ("noise", "etkdg")
-SPLITS = ("random", "scaffold")
-
-
-@dataclass
-class Data:
-    """The ``data`` section. ``source``: ``qm9`` or the path of an SDF file or folder of SDF files (3D conformers;
-    several records of one molecule form its ensemble). QM9: ``subsample`` s keeps the molecules with
-    (Index // 20) % s == 0, so the splits stay proportional; ``max_rows`` reads only the first rows of the CSVs; the
-    split is QM9's (Index % 20). SDF: ``split`` random (hash of the canonical SMILES) or scaffold (Bemis-Murcko),
-    ``fractions`` train / val / test. Both: ``min_heavy`` and ``limit`` (molecules per split, evenly spread)."""
-
-    source: str = QM9_SOURCE
-    split: str = "random"
-    fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    subsample: int = 1
-    max_rows: int | None = None
-    min_heavy: int = 0
-    limit: int | None = None
-
-    def __post_init__(self) -> None:
-        from .splits import check_fractions
-
-        if self.split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {self.split!r}")
-        if self.source == QM9_SOURCE and self.split != "random":
-            raise ValueError("split applies to SDF data; QM9 keeps its own split (Index % 20)")
-        check_fractions(self.fractions)
-
-
-@dataclass
-class Network:
-    """The ``network`` section: the e3nn conformer network (``network.ConformerNet``)."""
-
-    scalars: int = 64
-    vectors: int = 16
-    layers: int = 4
-    lmax: int = 2
-    num_rbf: int = 16
-    rbf_max: float = 5.0
-    noise_dim: int = 64
-    edge_hidden: int = 64
-
-
-@dataclass
-class SampleExtras:
-    """Molecules' own keys of the ``sample`` section."""
-
-    init: str = "noise"
-    """``noise`` (pure diffusion from sigma_max) or ``etkdg`` (SDEdit from ETKDGv3 embeddings noised to init_sigma)."""
-    init_sigma: float = 0.3
-    """Noise level (Angstrom) the ETKDG starts are noised to."""
-
-    def __post_init__(self) -> None:
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, not {self.init!r}")
 
 
 @dataclass
@@ -198,265 +132,28 @@ def _presets() -> dict[str, dict[str, Any]]:
     return {"quick": quick, "cpu": cpu, "full": full, "druglike": druglike}
 
 
-def build_network(cfg: dict[str, Any]) -> ConformerNet:
-    """The conformer network, its atom embeddings sized by the run's vocabulary (QM9's for QM9 runs)."""
-    from .network import ConformerNet  # e3nn is imported only when a network is built (fast CLI start-up)
-
-    facts = run_facts(fitted(cfg, fit_data))
-    return ConformerNet(**cfg["network"], atom_sizes=facts.vocabulary.sizes())
-
-
-def data_source(value: str) -> dict[str, Any]:
-    """``--data qm9``, ``--data FILE.sdf`` or ``--data DIR`` (its ``*.sdf`` files) as the data section's source."""
-    from .userdata import sdf_files
-
-    if value == QM9_SOURCE:
-        return {"data": {"source": QM9_SOURCE}}
-    sdf_files(value)
-    return {"data": {"source": str(Path(value).resolve())}}
-
-
-def read_molecules(opts: SampleOptions) -> list[MolInput] | None:
-    """The molecules named by the sample options (None when none are named); unusable ones are named on stderr and
-    skipped, and if none is usable that is a usage error."""
-    from .io import read_inputs
-
-    if not (opts.inputs or opts.smiles or opts.input_files):
-        return None
-    items = read_inputs(opts.inputs or [], smiles=opts.smiles or [], files=opts.input_files or [])
-    for item in items:
-        if item.error:
-            print(f"skipped {item.name}: {item.error}", file=sys.stderr)
-    if not any(item.mol is not None for item in items):
-        raise OptionError("--smiles/--input", "none of the inputs is a usable molecule")
-    return items
-
-
-def test_inputs(run, n: int) -> list[MolInput]:
-    """The first ``n`` test-split molecules of the run's data (spread over the split), without conformers."""
-    refs = build_dataset({**run.config["data"], "limit": n}, "test").references()
-    return [MolInput(m.GetProp("_Name"), _no_conf(m)) for m in refs]
-
-
-def _no_conf(mol: Chem.Mol) -> Chem.Mol:
-    mol.RemoveAllConformers()
-    return mol
-
-
-def generate(run, request: SampleRequest, inputs: list[MolInput] | None = None) -> Samples:
-    """``request.n`` conformers for each input molecule (``inputs``, else those the options name, else the first
-    ``--molecules`` test-split molecules of the run's data) that the out-of-distribution guard lets through, validated
-    as the module docstring says. ``init`` (default: the run's ``sample.init``): ``noise`` samples from pure noise
-    down the run's grid; ``etkdg`` starts from K ETKDGv3 embeddings noised to ``init_sigma`` Angstrom and runs the same
-    number of steps from there (SDEdit); molecules ETKDG cannot embed K times start from noise."""
-    from .chem import featurize
-
-    opts = request.options or SampleOptions()
-    k, s = request.n, run.config["sample"]
-    inputs = read_molecules(opts) if inputs is None else inputs
-    inputs = test_inputs(run, opts.molecules) if inputs is None else inputs
-    init = opts.init or s["init"]
-    sigma_start = float(opts.init_sigma or s["init_sigma"])
-    if init == "etkdg" and not 0 < sigma_start <= s["sigma_max"]:
-        raise OptionError("--init-sigma", f"must be in (0, {s['sigma_max']}] Angstrom; got {sigma_start}")
-    facts = run_facts(run.fitted)
-    guarded = guard(inputs, facts)
-    for name, why in guarded.refused.items():
-        print(f"skipped {name}: {why}", file=sys.stderr)
-    for name, reasons in guarded.outside.items():
-        print(f"note: {name} is outside this run's training molecules ({'; '.join(reasons)}): sampled, then "
-              "validated", file=sys.stderr)
-    usable = guarded.usable
-    graphs = [featurize(item.mol, facts.vocabulary) for item in usable]
-    t0 = time.perf_counter()
-    confs, starts = _sample(run, request, usable, graphs, init, sigma_start, not opts.no_mirror_fix)
-    seconds = time.perf_counter() - t0
-    molecules = [(item.name, with_conformers(item.mol, c)) for item, c in zip(usable, confs)]
-    screened = unscreened(molecules) if opts.no_validate else screen_molecules(molecules, opts.relax_iters)
-    errors = {item.name: item.error for item in inputs if item.mol is None}
-    errors.update(guarded.refused)
-    errors.update(screened.failed)
-    return Samples({"molecules": screened.molecules, "conf_props": screened.conf_props},
-                   {"k": k, "errors": errors, "out_of_distribution": guarded.outside,
-                    "stereo_ok": _stereo_ok(screened, dict(zip((i.name for i in usable), graphs))), "init": init,
-                    "init_sigma": sigma_start if init == "etkdg" else None,
-                    "etkdg_started": sum(a is not None for a in starts),
-                    "sec_per_conformer": seconds / max(1, len(graphs) * k), **screened.meta})
-
-
-def _sample(run, request: SampleRequest, usable: list[MolInput], graphs: list, init: str, sigma_start: float,
-            mirror_fix: bool) -> tuple[list, list]:
-    """K conformers [k, n_atoms, 3] per molecule, and the ETKDG starts used (None where a molecule started from
-    noise)."""
-    from .sampling import etkdg_starts, sample_conformers
-
-    k, s, generator = request.n, run.config["sample"], request.generator
-    starts: list = [None] * len(usable)
-    if init == "etkdg" and usable:
-        seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device if generator else "cpu"))
-        starts = etkdg_starts([item.mol for item in usable], k, seed)
-    confs: list = [None] * len(usable)
-    for seeded in (True, False):
-        idx = [i for i, a in enumerate(starts) if (a is not None) == seeded]
-        if not idx:
-            continue
-        sigmas = make_grid(s["grid"], request.settings.steps, s["sigma_min"], sigma_start, schedule=run.schedule,
-                           device=run.device) if seeded else run.sigmas(request.settings.steps)
-        out = sample_conformers(run.denoiser, [graphs[i] for i in idx], k, sigmas, run_sampler(request),
-                                generator=generator, device=run.device, mirror_fix=mirror_fix,
-                                init=[starts[i] for i in idx] if seeded else None)
-        for i, c in zip(idx, out):
-            confs[i] = c
-    return confs, starts
-
-
-def _stereo_ok(screened: ScreenedSet, graphs: dict[str, Any]) -> dict[str, float]:
-    """Per molecule, the fraction of its written conformers with every requested stereo centre and double bond right."""
-    from .sampling import stereo_ok
-
-    out = {}
-    for name, mol in screened.molecules:
-        confs = list(mol.GetConformers())
-        out[name] = sum(stereo_ok(c.GetPositions(), graphs[name]) for c in confs) / max(1, len(confs))
-    return out
-
-
-def run_sampler(request: SampleRequest):
-    """The request's sampler function (a plugin's or a built-in)."""
-    from polydiff.plugins.manager import get_manager
-
-    return get_manager().sampler(request.settings.sampler)
-
-
-def save_samples(samples: Samples, out: Path) -> list[Path]:
-    """``out/<name>.sdf`` (K conformers with hydrogens, each record with its validation outcome as SDF properties) and
-    ``out/<name>.png`` (a preview, first 16 molecules)."""
-    from .preview import conformers_png
-
-    files = []
-    props = samples.data.get("conf_props", {})
-    for i, (name, mol) in enumerate(samples["molecules"]):
-        files.append(write_sdf(mol, out / f"{name}.sdf", name, conf_props=props.get(name)))
-        if i < 16:
-            files.append(conformers_png(mol, out / f"{name}.png", title=name))
-    return files
-
-
-def reference_molecules(run, opts: EvaluateOptions, n: int) -> list[Chem.Mol]:
-    """The first ``n`` reference molecules with their conformers: the ``--reference`` SDF grouped into ensembles
-    (unusable records named on stderr), else the run's data split; explicit hydrogens, stereo from 3D."""
-    from rdkit import Chem
-
-    if opts.reference is None:
-        return build_dataset({**run.config["data"], "min_heavy": opts.min_heavy, "limit": n}, opts.split).references()
-    from .io import read_sdf_groups
-
-    items = read_sdf_groups(opts.reference)
-    for item in items:
-        if item.error:
-            print(f"skipped {item.name}: {item.error}", file=sys.stderr)
-    refs = []
-    for item in [i for i in items if i.mol is not None][:n]:
-        mol = Chem.AddHs(item.mol, addCoords=True)
-        Chem.AssignStereochemistryFrom3D(mol, confId=mol.GetConformers()[0].GetId())
-        refs.append(mol)
-    if not refs:
-        raise OptionError("--reference", "no usable reference molecules to evaluate on")
-    return refs
-
-
-class ModelMethod:
-    """The run as a ``benchmark`` / ``ensemble_benchmark`` method (molecules without conformers, k) -> molecules with
-    k conformers (none where refused), keeping the counts of the sample rule across calls."""
-
-    def __init__(self, run, request: EvaluateRequest) -> None:
-        self.run, self.request, opts = run, request, request.options
-        self.options = SampleOptions(init=opts.init, init_sigma=opts.init_sigma, no_validate=opts.no_validate,
-                                     relax_iters=opts.relax_iters)
-        self.stereo: list[float] = []
-        self.counts = {"etkdg_started": 0, "refused": 0, "out_of_distribution": 0, "relaxed": 0, "dropped": 0,
-                       "fallbacks": 0}
-
-    def __call__(self, mols: list[Chem.Mol], k: int) -> list[Chem.Mol]:
-        from rdkit import Chem
-
-        names = unique_names([m.GetProp("_Name") if m.HasProp("_Name") else str(i) for i, m in enumerate(mols)])
-        inputs = [MolInput(name, m) for name, m in zip(names, mols)]
-        samples = generate(self.run, self.request.sample(k, None, self.options), inputs)
-        meta, c = samples.meta, self.counts
-        self.stereo.extend(meta["stereo_ok"].values())
-        c["etkdg_started"] += meta["etkdg_started"]
-        c["refused"] += len(meta["errors"])
-        c["out_of_distribution"] += len(meta["out_of_distribution"])
-        c["relaxed"] += meta.get("n_relaxed", 0)
-        c["dropped"] += meta.get("n_dropped", 0)
-        c["fallbacks"] += len(meta.get("fallbacks", []))
-        made = dict(samples["molecules"])
-        return [made.get(name, _no_conf(Chem.Mol(m))) for name, m in zip(names, mols)]
-
-
-MIN_RMSD_KEYS = ("median", "mean", "coverage", "failed", "sec_per_conformer")
-ENSEMBLE_KEYS = tuple(f"{s}_{a}" for s in ("cov_r", "mat_r", "cov_p", "mat_p") for a in ("mean", "median")) + (
-    "failed", "sec_per_conformer")
-
-
-def evaluate(run, request: EvaluateRequest) -> dict[str, float]:
-    """The model next to ETKDGv3 against reference geometries (the ``--reference`` SDF, else the run's test split).
-
-    References with several conformers per molecule (ensembles): COV-R, MAT-R, COV-P, MAT-P (mean and median over
-    molecules), K = ``--k-factor`` x the ensemble's size, threshold ``--threshold`` or the per-molecule default
-    (``ensembles``). Single references: min-over-K heavy-atom RMSD (median, mean, coverage at ``--threshold`` or
-    0.5 A), K = ``--k``. Choose settings on ``--split val``; the test split is for reporting. ``model_etkdg_started``
-    is the fraction of molecules started from ETKDG embeddings; ``model_relaxed`` / ``model_dropped`` count
-    conformers repaired or dropped by validation, ``model_fallbacks`` molecules that fell back to ETKDG,
-    ``model_refused`` molecules the run cannot sample (counted as failed)."""
-    from .ensembles import ensemble_benchmark
-    from .metrics import benchmark, etkdg_method
-
-    opts = request.options
-    refs = reference_molecules(run, opts, request.n or 200)
-    model = ModelMethod(run, request)
-    methods = {"model": model}
-    if not opts.no_etkdg:
-        methods["etkdg"] = etkdg_method(0)
-    ensembles = any(r.GetNumConformers() > 1 for r in refs)
-    if ensembles:
-        results = ensemble_benchmark(refs, methods, factor=opts.k_factor, threshold=opts.threshold)
-        keys = ENSEMBLE_KEYS
-    else:
-        results = benchmark(refs, methods, k=opts.k, threshold=opts.threshold or 0.5)
-        keys = MIN_RMSD_KEYS
-    metrics: dict[str, float] = {f"{name}_{key}": r[key] for name, r in results.items() for key in keys}
-    metrics["n_molecules"] = len(refs)
-    metrics["n_reference_conformers"] = sum(r.GetNumConformers() for r in refs)
-    metrics["model_stereo_ok"] = sum(model.stereo) / max(1, len(model.stereo))
-    metrics["model_etkdg_started"] = model.counts["etkdg_started"] / len(refs)
-    metrics.update({f"model_{key}": v for key, v in model.counts.items() if key != "etkdg_started"})
-    return metrics
-
-
 def make_domain() -> Domain:
     """The molecules Domain: conformers of QM9 or of the user's SDF files with an E(3)-equivariant e3nn denoiser."""
     return Domain(
         name="molecules",
         summary="3D conformer ensembles for molecular graphs (QM9 or your SDF conformers, e3nn; vs. RDKit ETKDG)",
         presets=_presets(),
-        build_dataset=build_dataset,
-        build_network=build_network,
-        generate=generate,
-        save_samples=save_samples,
-        evaluate=evaluate,
+        build_dataset=lazy("polydiff.domains.molecules.data:build_dataset"),
+        build_network=lazy("polydiff.domains.molecules.generation:build_network"),
+        generate=lazy("polydiff.domains.molecules.generation:generate"),
+        save_samples=lazy("polydiff.domains.molecules.generation:save_samples"),
+        evaluate=lazy("polydiff.domains.molecules.evaluation:evaluate"),
         primary_metric="model_median",
         lower_is_better=True,
-        collate=collate_batch,
-        fit_data=fit_data,
+        collate=lazy("polydiff.domains.molecules.data:collate_batch"),
+        fit_data=lazy("polydiff.domains.molecules.data:fit_data"),
         sections={"data": Data, "network": Network, "sample": SampleExtras},
         options={"sample": SampleOptions, "evaluate": EvaluateOptions},
         counts={"sample": Count(5, "Conformers per molecule.", ("-n", "-k", "--n", "--k")),
                 "evaluate": Count(200, "Molecules: the first n of --reference or of the run's test split.")},
-        data_source=DataSource(data_source, "qm9 (default), an SDF file of 3D conformers or a folder of them; "
+        data_source=DataSource(lazy("polydiff.domains.molecules.generation:data_source"), "qm9 (default), an SDF file of 3D conformers or a folder of them; "
                                "records sharing a name or SMILES are one molecule's ensemble."),
-        noise=lambda batch: com_free_noise(batch.cond),
+        noise=lazy("polydiff.domains.molecules.graph:batch_noise"),
         shipped_run=SHIPPED,
         demo={"smiles": [f"{smiles} {name}" for name, (_, smiles) in DEMO_MOLECULES.items()]},
     )

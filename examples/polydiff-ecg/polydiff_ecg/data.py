@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .signals import CLASSES, LENGTH, SYNTHETIC, synthesize
+from .shape import LENGTH, SYNTHETIC
+from .signals import CLASSES, synthesize
 
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 

@@ -19,7 +19,7 @@ from polydiff.plugins.domain import Classes, Count, DataSource, Domain
 from polydiff.plugins.lazy import lazy
 from polydiff.plugins.options import option
 
-from .signals import DURATION, LENGTH, SYNTHETIC
+from .shape import DURATION, LENGTH, SYNTHETIC
 
 
 @dataclass

@@ -12,14 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FS = 64
-"""Sampling rate in Hz."""
-LENGTH = 256
-"""Samples per trace (4 s at ``FS``)."""
-DURATION = LENGTH / FS
+from .shape import DURATION, FS, LENGTH
 
-SYNTHETIC = "synthetic"
-"""The ``data.source`` of the procedural traces."""
 
 WAVES = {  # name: (offset from R at RR = 1 s in s, width in s, amplitude in mV, moves with RR)
     "P": (-0.19, 0.035, 0.15, True),
