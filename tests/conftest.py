@@ -1,10 +1,14 @@
 """Shared test settings: deterministic, single-threaded torch so results are exact and CI-stable."""
 import os
 
-import pytest
-import torch
-
 os.environ.setdefault("POLYDIFF_CACHE", os.path.join(os.path.dirname(__file__), "..", ".cache-tests"))
+for _var in ("POLYDIFF_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one thread here and in every subprocess:
+    os.environ.setdefault(_var, "1")  # on a shared 2-core machine two threads made the suite 2.7x slower
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
