@@ -1,19 +1,7 @@
 """Inversion and editing (core/inversion.py) on the 8-Gaussian mixture's exact denoiser.
 
-Round-trip errors |regenerate(invert(x0)) - x0| of 512 mixture samples (Karras grid 0.002..80, float64), median / 99th
-percentile, as measured (the bounds below leave about a factor 2):
-
-=============  =================  =================  =================
-method         25 steps           50 steps           100 steps
-=============  =================  =================  =================
-euler          6.8e-2 / 1.0       3.2e-2 / 6.8e-1    1.6e-2 / 8.0e-2
-heun           3.8e-3 / 2.0e-2    4.7e-4 / 1.1e-2    8.1e-5 / 2.0e-3
-heun refine=2  3.1e-4 / 1.4e-2    9.4e-6 / 4.3e-3    2.9e-7 / 3.7e-4
-dpmpp_2m       9.7e-3 / 7.0e-2    1.0e-3 / 2.0e-2    1.4e-4 / 3.9e-3
-=============  =================  =================  =================
-
-The tail comes from the few samples far out toward a neighbouring mode, where the coarse steps of the forward
-sampler fold space (its step is not invertible there); the median falls with the order of the method.
+Round-trip errors |regenerate(invert(x0)) - x0| are bounded at about twice the figures measured in
+``core/inversion.py``'s docstring (median and 99th percentile of 512 mixture samples).
 """
 from __future__ import annotations
 

@@ -18,17 +18,10 @@ from polydiff.core.mixtures import eight_gaussians
 from polydiff.plugins.domain import Batch
 from polydiff.plugins.editing import EditOptions, edit_command, edit_run, edit_sampler
 from polydiff.plugins.errors import OptionError, RunExistsError, UsageError
-from polydiff.plugins.manager import get_manager
 from polydiff.plugins.options import build_options
 from polydiff.plugins.personalize import read_array
-from polydiff.plugins.runs import resolve_config, train
 
 MIXTURE = eight_gaussians()
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return get_manager().domain("toy")
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +30,6 @@ def reading(toy):
     domain = dataclasses.replace(toy)
     domain.read_instances = lambda path, config: read_array(path)
     return domain
-
-
-@pytest.fixture(scope="module")
-def base(toy, tmp_path_factory):
-    cfg = resolve_config(toy, "quick", {
-        "data": {"dataset": "8gaussians", "n_train": 4000, "n_test": 2000},
-        "network": {"width": 64, "depth": 2},
-        "train": {"steps": 600, "batch_size": 256, "progress": False, "log_every": 100, "ckpt_every": 10000},
-        "sample": {"steps": 12}})
-    return train(toy, cfg, tmp_path_factory.mktemp("toy") / "base")
 
 
 @pytest.fixture(scope="module")

@@ -21,32 +21,15 @@ from polydiff.domains.common.embeddings import LabelEmbedding
 from polydiff.domains.toy import data
 from polydiff.plugins.domain import Batch
 from polydiff.plugins.errors import OptionError, RunExistsError, UsageError
-from polydiff.plugins.manager import get_manager
 from polydiff.plugins.options import build_options
 from polydiff.plugins.personalize import (PersonalizeOptions, class_count, grow_classes, grow_to, load_any,
                                           load_personalized, personalize_command, personalize_run, prepare_network,
                                           read_array, with_labels)
-from polydiff.plugins.runs import resolve_config, train
 
 CENTRE = torch.tensor([0.0, 0.0])
 NEW_CLASS_DISTANCE = 0.25  # mean distance of new-class samples to the centre (measured 0.16; instances 0.125)
 OLD_CLASSES_ED = 0.005  # old classes' energy distance with prior preservation (measured 0.0013; base 0.0005)
 FORGOTTEN_ED = 0.1  # ... and without it (measured 0.56)
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return get_manager().domain("toy")
-
-
-@pytest.fixture(scope="module")
-def base(toy, tmp_path_factory):
-    cfg = resolve_config(toy, "quick", {
-        "data": {"dataset": "8gaussians", "n_train": 4000, "n_test": 2000},
-        "network": {"width": 64, "depth": 2},
-        "train": {"steps": 600, "batch_size": 256, "progress": False, "log_every": 100, "ckpt_every": 10000},
-        "sample": {"steps": 12}})
-    return train(toy, cfg, tmp_path_factory.mktemp("toy") / "base")
 
 
 @pytest.fixture(scope="module")
