@@ -73,9 +73,10 @@ def fit_length(wave: torch.Tensor, n: int = CLIP_SAMPLES) -> torch.Tensor:
     return torch.nn.functional.pad(wave, (left, n - wave.numel() - left))
 
 
-def prepare_clip(wave: np.ndarray | torch.Tensor, sr: int, n: int = CLIP_SAMPLES, peak: float = 0.9) -> torch.Tensor:
-    """Resample to 16 kHz, trim silence, centre into ``n`` samples and peak-normalise; raises if silent."""
-    w = trim_silence(resample(to_tensor(wave), sr))
+def prepare_clip(wave: np.ndarray | torch.Tensor, sr: int, n: int = CLIP_SAMPLES, peak: float = 0.9,
+                 target: int = SAMPLE_RATE) -> torch.Tensor:
+    """Resample to ``target`` (16 kHz), trim silence, centre into ``n`` samples and peak-normalise; raises if silent."""
+    w = trim_silence(resample(to_tensor(wave), sr, target))
     if w.numel() == 0:
         raise AudioReadError("the clip is silent")
     w = fit_length(w, n)

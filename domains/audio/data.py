@@ -1,5 +1,6 @@
-"""The audio domain's data pipeline: a configured source (built-in digits or a folder) -> split clips -> normalised
-log-mels, with the normalisation fitted on the training clips (deterministic, so it can be recomputed or stored)."""
+"""The audio domain's data pipeline: a configured source (built-in digits, FSDD recordings or a folder) -> split clips
+-> normalised log-mels, with the normalisation fitted on the training clips (deterministic, so it can be recomputed or
+stored)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -10,12 +11,15 @@ import torch
 from polydiff.domains.common.cache import by_config
 from polydiff.domains.common.datasets import LabelledTensors
 from polydiff.plugins.config import fitted
+from polydiff.plugins.errors import UsageError
 
 from .clipset import ClipSet
 from .digits import DIGITS, DigitSetConfig, load_digits
 from .features import MelConfig, MelNormalizer, fit_normalizer, mels_of
 from .folder import load_folder
+from .fsdd import load_fsdd
 from .sections import Data
+from .vocoder_data import Segments
 
 
 def data_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -23,9 +27,14 @@ def data_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return asdict(Data(**cfg))
 
 
+def mel_config(c: dict[str, Any]) -> MelConfig:
+    """The log-mel analysis of a data section: 64 frames per 1 s clip at its sample rate."""
+    return MelConfig.for_rate(int(c["sample_rate"]), int(c["n_mels"]))
+
+
 @dataclass
 class Prepared:
-    """Train and test clips with their normalised log-mels [N, 1, n_mels, frames] and the normaliser."""
+    """Train, validation and test clips with their normalised log-mels [N, 1, n_mels, frames] and the normaliser."""
 
     train: ClipSet
     test: ClipSet
@@ -33,6 +42,8 @@ class Prepared:
     train_x: torch.Tensor
     test_x: torch.Tensor
     conditional: bool
+    valid: ClipSet | None = None
+    valid_x: torch.Tensor | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -59,31 +70,44 @@ def _split_folder(clips: ClipSet, test_fraction: float, seed: int) -> tuple[Clip
     return clips.subset(train_idx), clips.subset(sorted(test_idx))
 
 
-def load_clips(c: dict[str, Any]) -> tuple[ClipSet, ClipSet]:
-    """(train, test) clips of the configured source; digits are split by voice, folders per class."""
+def load_clips(c: dict[str, Any]) -> tuple[ClipSet, ClipSet, ClipSet | None]:
+    """(train, test, valid) clips of the configured source: digits are split by voice, FSDD by take (valid: held-out
+    training takes), folders per class (no validation part)."""
     if c["source"] == "digits":
         dcfg = DigitSetConfig(n_voices=int(c["n_voices"]), takes=int(c["takes"]), seed=int(c["seed"]),
                               valid_fraction=float(c["valid_fraction"]), test_fraction=float(c["test_fraction"]))
-        return load_digits(dcfg, "train", verbose=True), load_digits(dcfg, "test")
-    clips, _ = load_folder(c["folder"])
-    return _split_folder(clips, float(c["test_fraction"]), int(c["seed"]))
+        return load_digits(dcfg, "train", verbose=True), load_digits(dcfg, "test"), None
+    rate = int(c["sample_rate"])
+    if c["source"] == "fsdd":
+        parts = load_fsdd(c["path"], rate, rate, int(c["valid_takes"]))
+        return parts["train"], parts["test"], parts["valid"]
+    clips, _ = load_folder(c["folder"], rate, sample_rate=rate)
+    return (*_split_folder(clips, float(c["test_fraction"]), int(c["seed"])), None)
 
 
 @by_config()
 def _prepare(c: dict[str, Any]) -> Prepared:
-    train, test = load_clips(c)
+    train, test, valid = load_clips(c)
     if len(train) == 0 or len(test) == 0:
-        raise ValueError(f"the audio set leaves an empty train ({len(train)}) or test ({len(test)}) part; add clips")
-    mel_cfg = MelConfig(n_mels=int(c["n_mels"]))
+        hint = " (FSDD: takes 0-4 are test, the next data.valid_takes validation)" if c["source"] == "fsdd" else ""
+        raise UsageError(f"the audio set leaves an empty train ({len(train)}) or test ({len(test)}) part{hint}; "
+                         "add clips")
+    mel_cfg = mel_config(c)
     train_mels, test_mels = mels_of(train.waves, mel_cfg), mels_of(test.waves, mel_cfg)
     norm = fit_normalizer(train_mels, mel_cfg) if c["normalizer"] is None else MelNormalizer.from_dict(c["normalizer"])
     conditional = bool(c["conditional"]) and train.num_classes > 0
-    return Prepared(train, test, norm, norm.normalize(train_mels)[:, None], norm.normalize(test_mels)[:, None], conditional)
+    valid_x = norm.normalize(mels_of(valid.waves, mel_cfg))[:, None] if valid is not None and len(valid) else None
+    return Prepared(train, test, norm, norm.normalize(train_mels)[:, None], norm.normalize(test_mels)[:, None],
+                    conditional, valid if valid_x is not None else None, valid_x)
+
+
+RUN_KEYS = ("target", "segment_frames")
+"""Data keys that shape a run's examples, not the clips: mel models and vocoders of the same clips share them."""
 
 
 def prepare(cfg: dict[str, Any]) -> Prepared:
     """Load (cached) and split the configured clips and normalise their log-mels."""
-    return _prepare(data_config(cfg))
+    return _prepare({k: v for k, v in data_config(cfg).items() if k not in RUN_KEYS})
 
 
 @dataclass
@@ -111,11 +135,26 @@ def sampling_spec(run_config: dict[str, Any]) -> Spec:
     return Spec(MelNormalizer.from_dict(f["normalizer"]), list(f["class_names"]), bool(f["conditional"]))
 
 
-def build_dataset(cfg: dict[str, Any], split: str) -> LabelledTensors:
-    """``train`` mels, or the held-out (unheard voices) ones for ``val``/``test``."""
-    p = prepare(cfg)
+def build_dataset(cfg: dict[str, Any], split: str) -> LabelledTensors | Segments:
+    """``train`` mels, ``val`` (the validation part where the source has one, else test) or ``test`` (held out); for a
+    vocoder (``target = "waves"``) training segments or whole held-out clips with their mels."""
+    p, c = prepare(cfg), data_config(cfg)
+    if c["target"] == "waves":
+        return vocoder_examples(p, split, int(c["segment_frames"]))
     if split == "train":
         return LabelledTensors(p.train_x, p.train.labels, p.conditional)
+    if split == "val" and p.valid is not None:
+        return LabelledTensors(p.valid_x, p.valid.labels, p.conditional)
     if split in ("val", "test"):
         return LabelledTensors(p.test_x, p.test.labels, p.conditional)
     raise ValueError(f"unknown split {split!r}; choose train, val or test")
+
+
+def vocoder_examples(p: Prepared, split: str, frames: int) -> Segments:
+    """A vocoder's examples: random ``frames``-long segments of the training clips, whole clips of the others."""
+    parts = {"train": (p.train, p.train_x), "test": (p.test, p.test_x),
+             "val": (p.valid, p.valid_x) if p.valid is not None else (p.test, p.test_x)}
+    if split not in parts:
+        raise ValueError(f"unknown split {split!r}; choose train, val or test")
+    clips, x = parts[split]
+    return Segments(clips.waves, x[:, 0], p.normalizer.config.hop, frames if split == "train" else 0)

@@ -1,5 +1,6 @@
 """DiffWave's SC09 protocol with our own judge: a digit classifier on real training clips scores real test clips,
-their Griffin-Lim re-synthesis (the floor of a mel + Griffin-Lim model) and generated clips.
+their re-synthesis through a vocoder (Griffin-Lim or a learned one: the floor of a mel model using it) and generated
+clips.
 
 Every set of waveforms is analysed the same way (log-mel, the model's normalisation) before the classifier sees it.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +16,7 @@ import torch
 from .cache import cache_dir
 from .classifier import DigitClassifier, predict, train_classifier
 from .data import Prepared
-from .features import GriffinLimInverter, LogMel
+from .features import LogMel
 from .metrics import accuracy, am_score, fid, inception_score, kmeans, modified_inception_score, ndb
 
 
@@ -70,21 +72,24 @@ def score(judge: Judge, x_norm: torch.Tensor, labels: torch.Tensor | None) -> di
     return out
 
 
-def reanalyse(p: Prepared, x_norm: torch.Tensor, gl_iters: int = 32, batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model-space mels -> Griffin-Lim waveforms -> normalised log-mels again (what a listener's clip really holds)."""
-    cfg = p.normalizer.config
-    inv, lm = GriffinLimInverter(cfg, n_iter=gl_iters), LogMel(cfg)
+def reanalyse(p: Prepared, x_norm: torch.Tensor, vocoder: Callable[[torch.Tensor], torch.Tensor],
+              batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model-space mels -> waveforms by ``vocoder`` (log-mels -> waves) -> normalised log-mels again (what a
+    listener's clip really holds)."""
+    lm = LogMel(p.normalizer.config)
     waves, again = [], []
     for i in range(0, len(x_norm), batch):
-        w = inv(p.normalizer.denormalize(x_norm[i:i + batch, 0]))
+        w = vocoder(p.normalizer.denormalize(x_norm[i:i + batch, 0]))
         waves.append(w)
         again.append(p.normalizer.normalize(lm(w))[:, None])
     return torch.cat(waves), torch.cat(again)
 
 
-def real_and_floor(p: Prepared, judge: Judge, gl_iters: int = 32) -> dict[str, float]:
-    """Metrics of the real test clips and of their Griffin-Lim re-synthesis (prefixed ``real_`` and ``floor_``)."""
-    real = score(judge, p.test_x, p.test.labels)
-    _, resynth = reanalyse(p, p.test_x, gl_iters)
-    floor = score(judge, resynth, p.test.labels)
-    return {**{f"real_{k}": v for k, v in real.items()}, **{f"floor_{k}": v for k, v in floor.items()}}
+def real_and_floor(p: Prepared, judge: Judge, floors: dict[str, Callable[[torch.Tensor], torch.Tensor]]) -> dict[str, float]:
+    """Metrics of the real test clips (prefixed ``real_``) and of their re-synthesis by each vocoder of ``floors``
+    (prefixed by its key, e.g. ``floor_`` for Griffin-Lim, ``vocoder_floor_`` for a learned one)."""
+    out = {f"real_{k}": v for k, v in score(judge, p.test_x, p.test.labels).items()}
+    for prefix, vocoder in floors.items():
+        _, resynth = reanalyse(p, p.test_x, vocoder)
+        out.update({f"{prefix}{k}": v for k, v in score(judge, resynth, p.test.labels).items()})
+    return out

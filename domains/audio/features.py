@@ -29,6 +29,15 @@ class MelConfig:
     floor: float = 1e-5
     clip_samples: int = CLIP_SAMPLES
 
+    @classmethod
+    def for_rate(cls, sample_rate: int = SAMPLE_RATE, n_mels: int = 64) -> "MelConfig":
+        """Settings for 1 s clips at ``sample_rate``: window, hop and band scaled from the 16 kHz ones (64 frames)."""
+        if sample_rate % 250:
+            raise ValueError(f"the sample rate must be a multiple of 250 Hz (8000, 16000, ...), not {sample_rate}")
+        scale = sample_rate / SAMPLE_RATE
+        return cls(sample_rate=sample_rate, n_fft=round(1024 * scale), hop=round(256 * scale), n_mels=n_mels,
+                   f_max=sample_rate / 2, clip_samples=sample_rate)
+
     @property
     def analysis_samples(self) -> int:
         """Samples analysed so that a centred STFT has exactly ``frames`` frames."""

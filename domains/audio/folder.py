@@ -1,4 +1,4 @@
-"""A user's folder of WAV/FLAC/OGG clips as a ``ClipSet``: 16 kHz, 1 s centred clips, label = parent folder name.
+"""A user's folder of WAV/FLAC/OGG clips as a ``ClipSet``: 1 s centred clips (16 kHz unless asked), label = parent folder name.
 
 Files directly in the root folder are unlabelled (-1). Unreadable or silent files are skipped and reported by name.
 """
@@ -8,14 +8,16 @@ from pathlib import Path
 
 import torch
 
-from .clips import CLIP_SAMPLES, AudioReadError, load_audio, prepare_clip
+from .clips import CLIP_SAMPLES, SAMPLE_RATE, AudioReadError, load_audio, prepare_clip
 from .clipset import ClipSet
 
 EXTENSIONS = (".wav", ".flac", ".ogg")
 
 
-def load_folder(root: str | Path, n_samples: int = CLIP_SAMPLES, warn: bool = True) -> tuple[ClipSet, list[str]]:
-    """Read every audio file under ``root``; returns the clips and one line per skipped file."""
+def load_folder(root: str | Path, n_samples: int = CLIP_SAMPLES, warn: bool = True,
+                sample_rate: int = SAMPLE_RATE) -> tuple[ClipSet, list[str]]:
+    """Read every audio file under ``root`` as clips of ``n_samples`` at ``sample_rate``; returns the clips and one line
+    per skipped file."""
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root}: not a folder; pass a folder of .wav/.flac/.ogg files (sub-folders name the classes)")
@@ -27,7 +29,7 @@ def load_folder(root: str | Path, n_samples: int = CLIP_SAMPLES, warn: bool = Tr
     for p in files:
         try:
             wave, sr = load_audio(p)
-            clip = prepare_clip(wave, sr, n_samples)
+            clip = prepare_clip(wave, sr, n_samples, target=sample_rate)
         except AudioReadError as exc:
             msg = str(exc) if str(p) in str(exc) else f"{p}: {exc}"
             skipped.append(msg)

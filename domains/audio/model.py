@@ -1,28 +1,61 @@
-"""The audio domain's network, class names and ``--data`` sources."""
+"""The audio domain's networks (mel U-Net or vocoder), class names and ``--data`` sources."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from .data import data_config, sampling_spec
+from torch import nn
+
+from polydiff.plugins.errors import ConfigError
+
+from .data import data_config, mel_config, sampling_spec
+from .features import MelConfig
+from .fsdd import follows_convention, locate
 from .network import MelUNet, NetConfig
+from .plugin import FSDD_RATE
+from .vocoder_net import DiffWave, MelGenerator
 
 
-def build_network(cfg: dict[str, Any]) -> MelUNet:
-    """The mel U-Net of the ``network`` config, class-conditional when the data are labelled and conditional."""
-    d, spec = data_config(cfg["data"]), sampling_spec(cfg)
+VOCODER_KEYS = ("kind", "channels", "layers", "cycle")
+
+
+def build_network(cfg: dict[str, Any]) -> nn.Module:
+    """The network of a run: the mel U-Net of a ``mels`` run (class-conditional when the data are labelled and
+    conditional), or the vocoder ``network.kind`` names for a ``waves`` run."""
+    d, n = data_config(cfg["data"]), cfg["network"]
+    kind = n.get("kind", "unet")
+    if (kind == "unet") != (d["target"] == "mels"):
+        raise ConfigError(f"network.kind {kind!r} does not fit data.target {d['target']!r}: a 'mels' run uses the "
+                          "'unet', a 'waves' run (a vocoder, `train-vocoder`) 'diffwave' or 'hifigan'")
+    if kind != "unet":
+        return build_vocoder(kind, n, mel_config(d))
+    spec = sampling_spec(cfg)
     classes = len(spec.class_names) if spec.conditional else 0
-    net = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["network"].items()}
+    net = {k: tuple(v) if isinstance(v, list) else v for k, v in n.items() if k not in VOCODER_KEYS}
     return MelUNet(NetConfig(num_classes=classes, sigma_data=float(cfg["diffusion"].get("sigma_data", 1.0)),
                              n_mels=int(d["n_mels"]), **net))
 
 
+def build_vocoder(kind: str, n: dict[str, Any], mel: MelConfig) -> nn.Module:
+    """A ``diffwave`` or ``hifigan`` vocoder for the log-mels of ``mel``."""
+    if kind == "diffwave":
+        return DiffWave(mel.n_mels, mel.hop, int(n["channels"]), int(n["layers"]), int(n["cycle"]))
+    return MelGenerator(mel.n_mels, mel.hop, int(n["channels"]))
+
+
 def data_source(value: str) -> dict[str, Any]:
-    """``--data digits`` (the espeak set) or a folder of clips (``--folder`` is the older spelling)."""
+    """``--data digits`` (the espeak set), ``fsdd`` (FSDD, found by ``fsdd.locate``), a folder of recordings named
+    ``{digit}_{speaker}_{take}.wav`` (split by take like FSDD) or a folder of clips (``--folder`` is the older
+    spelling). A missing FSDD folder is a UsageError saying where to put it."""
     if value == "digits":
         return {"data": {"source": "digits"}}
+    if value == "fsdd":
+        locate(None)
+        return {"data": {"source": "fsdd", "path": None, "sample_rate": FSDD_RATE}}
     if not Path(value).is_dir():
-        raise ValueError(f"{value} is neither 'digits' nor a folder of .wav/.flac/.ogg clips")
+        raise ValueError(f"{value} is neither 'digits', 'fsdd' nor a folder of .wav/.flac/.ogg clips")
+    if follows_convention(value):
+        return {"data": {"source": "fsdd", "path": str(Path(value).resolve()), "sample_rate": FSDD_RATE}}
     return {"data": {"source": "folder", "folder": str(value)}}
 
 

@@ -1,8 +1,10 @@
-"""The audio domain as a polydiff plugin: spoken digits (or a folder of clips) as normalised log-mels, a class-
-conditional mel U-Net with classifier-free guidance, Griffin-Lim to waveforms, and DiffWave's SC09 metrics.
+"""The audio domain as a polydiff plugin: spoken digits (espeak-ng, FSDD recordings or a folder of clips) as normalised
+log-mels, a class-conditional mel U-Net with classifier-free guidance, a vocoder to waveforms (Griffin-Lim or a learned
+vocoder run, ``train-vocoder``), and DiffWave's SC09 metrics.
 
 This module only declares (sections in ``sections.py``, options and presets here); the functions live in ``data.py``,
-``model.py`` and ``sampling.py`` and are named by lazy references, so ``polydiff --help`` imports no torch."""
+``model.py``, ``sampling.py`` and the vocoder modules and are named by lazy references, so ``polydiff --help`` imports
+no torch."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,13 +12,26 @@ from pathlib import Path
 from typing import Any
 
 from polydiff.plugins import hookimpl
-from polydiff.plugins.domain import Classes, Count, DataSource, Domain
+from polydiff.plugins.domain import Classes, Count, DataSource, Domain, Verb
 from polydiff.plugins.lazy import lazy
 from polydiff.plugins.options import option
 
 from .sections import Data, Network, SampleExtras
 
 SHIPPED = Path(__file__).parent / "checkpoints" / "digits"
+FSDD_RATE = 8000
+"""The rate FSDD runs use: its native 8 kHz (the judge and Griffin-Lim both do better on it than on 16 kHz; see the
+``fsdd`` preset)."""
+VOCODER_HELP = ("Mel to waveform: 'griffin-lim' or a vocoder run folder (`train-vocoder --out`); default: the shipped "
+                "vocoder where it fits the run's mel features, else griffin-lim.")
+
+
+def _vocoder(value: str) -> str:
+    from .vocoding import GRIFFIN_LIM
+
+    if str(value) != GRIFFIN_LIM and not (Path(value) / "config.json").is_file():
+        raise ValueError(f"{value!r} is neither {GRIFFIN_LIM!r} nor a vocoder run folder (the --out of train-vocoder)")
+    return str(value)
 
 
 def _span(text: str) -> str:
@@ -34,6 +49,7 @@ class SampleOptions:
     gl_iters: int | None = option(None, "Griffin-Lim iterations (default from the run).", min=1)
     inpaint: Path | None = option(None, "Audio file whose --mask span is regenerated (the rest is kept).", exists=True)
     mask: str | None = option(None, "START:END in seconds of the 1 s clip to regenerate, e.g. 0.3:0.6.", parse=_span)
+    vocoder: str | None = option(None, VOCODER_HELP, parse=_vocoder)
 
 
 @dataclass
@@ -42,7 +58,16 @@ class EvaluateOptions:
 
     gl_iters: int | None = option(None, "Griffin-Lim iterations (default from the run).", min=1)
     classifier_epochs: int = option(20, "Epochs of the judge classifier (cached).", min=1)
-    floor: bool = option(True, "Also score real test clips and their Griffin-Lim floor.")
+    floor: bool = option(True, "Also score real test clips and their Griffin-Lim (and learned vocoder) floor.")
+    vocoder: str | None = option(None, VOCODER_HELP, parse=_vocoder)
+
+
+@dataclass
+class TrainOptions:
+    """What audio's ``train`` takes beyond the shared options (``train-vocoder`` fixes ``target``)."""
+
+    target: str = option("mels", "What the run learns: mels (a mel diffusion model) or waves (a vocoder).",
+                         choices=("mels", "waves"), config="data.target", hidden=True)
 
 
 def presets() -> dict[str, dict[str, Any]]:
@@ -77,14 +102,36 @@ def presets() -> dict[str, dict[str, Any]]:
                   "log_every": 100, "ckpt_every": 5000},
         "sample": {**cpu["sample"], "gl_iters": 64},
     }
-    return {"quick": quick, "cpu": cpu, "full": full}
+    fsdd = {
+        **cpu,
+        "data": {"source": "fsdd", "sample_rate": FSDD_RATE, "valid_takes": 5},
+    }
+    vocoder = {
+        "data": {"source": "fsdd", "sample_rate": FSDD_RATE, "valid_takes": 5, "target": "waves",
+                 "segment_frames": 32},
+        "network": {"kind": "hifigan", "channels": 128},
+        "diffusion": {"parameterization": "x0", "sigma_data": 0.1, "schedule": "edm", "cond_dropout": 0.0},
+        "train": {"steps": 6000, "batch_size": 16, "lr": 1e-3, "betas": [0.8, 0.99], "warmup": 100,
+                  "lr_decay": "cosine", "decay_from": 1000, "ema_decay": 0.999, "log_every": 50, "ckpt_every": 500},
+        "sample": {"sampler": "euler", "steps": 1, "grid": "karras", "sigma_min": 0.002, "sigma_max": 1.0,
+                   "guidance_scale": 1.0},
+    }
+    diffwave = {
+        **vocoder,
+        "network": {"kind": "diffwave", "channels": 48, "layers": 20, "cycle": 10},
+        "diffusion": {"parameterization": "edm", "sigma_data": 0.1, "schedule": "edm",
+                      "schedule_args": {"P_mean": -2.8, "P_std": 1.4}, "weighting": "edm", "cond_dropout": 0.0},
+        "sample": {"sampler": "heun", "steps": 8, "grid": "karras", "sigma_min": 0.0005, "sigma_max": 2.0,
+                   "guidance_scale": 1.0},
+    }
+    return {"quick": quick, "cpu": cpu, "full": full, "fsdd": fsdd, "vocoder": vocoder, "diffwave": diffwave}
 
 
 def make_domain() -> Domain:
     """The audio Domain."""
     return Domain(
         name="audio",
-        summary="spoken digits (espeak-ng, SC09-like) or your clips as log-mels; Griffin-Lim to WAV; SC09 metrics",
+        summary="spoken digits (espeak-ng, FSDD) or your clips as log-mels; a vocoder to WAV; SC09 metrics",
         presets=presets(),
         shipped_run=SHIPPED,
         build_dataset=lazy("polydiff.domains.audio.data:build_dataset"),
@@ -96,14 +143,22 @@ def make_domain() -> Domain:
         primary_metric="fid",
         lower_is_better=True,
         sections={"data": Data, "network": Network, "sample": SampleExtras},
-        options={"sample": SampleOptions, "evaluate": EvaluateOptions},
+        options={"train": TrainOptions, "sample": SampleOptions, "evaluate": EvaluateOptions},
         counts={"sample": Count(10, "Number of clips."),
                 "evaluate": Count(None, "Generated clips (default: as many as test clips).")},
         classes=Classes(lazy("polydiff.domains.audio.model:class_names"), ("--digit", "--class"),
                         "Digit/class name or index, or 'all' (default: unconditional)."),
-        data_source=DataSource(lazy("polydiff.domains.audio.model:data_source"), "digits (espeak-ng voices) or a folder of .wav/.flac/.ogg clips whose "
-                               "sub-folders name the classes.", ("--data", "--folder")),
-        collate=lazy("polydiff.domains.common.datasets:collate_labelled"),
+        data_source=DataSource(lazy("polydiff.domains.audio.model:data_source"),
+                               "digits (espeak-ng voices), fsdd (Free Spoken Digit Dataset: $POLYDIFF_FSDD or "
+                               "../shared/data/fsdd), a folder of {digit}_{speaker}_{take}.wav recordings (split by "
+                               "take like FSDD), or a folder of .wav/.flac/.ogg clips whose sub-folders name the classes.",
+                               ("--data", "--folder")),
+        verbs={"train-vocoder": Verb("train", "Train a vocoder run (mel -> waveform; the vocoder preset, FSDD) to use "
+                                              "with sample/evaluate --vocoder RUN.",
+                                     fixed={"target": "waves"},
+                                     defaults={"preset": "vocoder", "out": Path("runs") / "audio-vocoder"})},
+        collate=lazy("polydiff.domains.audio.vocoder_data:collate"),
+        loss=lazy("polydiff.domains.audio.spectral_loss:loss"),
         read_instances=lazy("polydiff.domains.audio.sampling:read_instances"),
         label_cond=lambda labels: {"label": labels},
         drop_cond=lazy("polydiff.domains.common.embeddings:drop_label_cond"),

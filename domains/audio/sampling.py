@@ -1,4 +1,5 @@
-"""Drawing audio clips (class-conditional, guided, inpainted), writing them as WAVs, and the SC09 metrics."""
+"""Drawing audio clips (class-conditional, guided, inpainted) through a vocoder, writing them as WAVs, and the SC09
+metrics."""
 from __future__ import annotations
 
 import json
@@ -12,13 +13,15 @@ from polydiff.domains.common.embeddings import NULL_LABEL
 from polydiff.plugins.domain import Batch, EvaluateRequest, SampleRequest, Samples
 from polydiff.plugins.errors import OptionError
 
-from .clips import fit_length, load_audio, resample
+from . import vocoder_runs
+from .clips import SAMPLE_RATE, fit_length, load_audio, resample
 from .data import prepare, sampling_spec
 from .evaluation import get_judge, real_and_floor, reanalyse, score
 from .features import LogMel
 from .inpainting import inpaint_mask, parse_span
 from .plugin import SampleOptions
 from .previews import save_clips
+from .vocoding import GRIFFIN_LIM, GriffinLim, is_vocoder, resolve_vocoder
 
 
 def clip_mel(p, path: str | Path) -> torch.Tensor:
@@ -56,7 +59,7 @@ def read_instances(path: Path, config: dict) -> Batch:
 def known_from_clip(p, path: str | Path, span: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(known, mask) normalised mels [1, 1, n_mels, frames] from an audio file and ``START:END`` seconds to redo.
 
-    The clip is resampled to 16 kHz, centre-padded/cropped to 1 s and peak-normalised like the training clips.
+    The clip is resampled to the run's rate, centre-padded/cropped to 1 s and peak-normalised like the training clips.
     """
     cfg = p.normalizer.config
     wave, sr = load_audio(path)
@@ -69,8 +72,11 @@ def known_from_clip(p, path: str | Path, span: str) -> tuple[torch.Tensor, torch
 
 
 def generate(run, request: SampleRequest) -> Samples:
-    """Draw clips: mels from the model (``request.labels``, else unconditional), then Griffin-Lim. ``--inpaint`` with
-    ``--mask`` regenerates that span of the clip and keeps the rest."""
+    """Draw clips: mels from the model (``request.labels``, else unconditional), then the ``--vocoder``. ``--inpaint``
+    with ``--mask`` regenerates that span of the clip and keeps the rest. A vocoder run re-synthesises held-out
+    clips."""
+    if is_vocoder(run.config):
+        return vocoder_runs.generate(run, request)
     p, opts = sampling_spec(run.config), request.options
     inpaint, mask = (opts.inpaint, opts.mask) if opts is not None else (None, None)
     if (inpaint is None) != (mask is None):
@@ -94,36 +100,46 @@ def generate(run, request: SampleRequest) -> Samples:
         out.append(run.draw(torch.empty(b, *shape), request, cond=cond, denoiser=den, sigmas=sigmas).float().cpu())
     x = torch.cat(out)
     gl = (opts.gl_iters if opts is not None else None) or int(run.config["sample"]["gl_iters"])
-    waves, again = reanalyse(p, x, gl)
+    vocoder = resolve_vocoder(opts.vocoder if opts is not None else None, run, gl)
+    waves, again = reanalyse(p, x, vocoder)
     classes = run.class_names()
     names = [classes[i] if i >= 0 else "any" for i in labels.tolist()]
     return Samples({"x": x, "reanalysed": again, "log_mels": p.normalizer.denormalize(x[:, 0]), "waves": waves,
-                    "labels": labels.tolist(), "class_names": classes},
-                   {"normalizer": p.normalizer.to_dict(), "gl_iters": gl, "classes": names})
+                    "labels": labels.tolist(), "class_names": classes, "sample_rate": p.normalizer.config.sample_rate},
+                   {"normalizer": p.normalizer.to_dict(), "vocoder": vocoder.name,
+                    **({"gl_iters": gl} if vocoder.name == GRIFFIN_LIM else {}), "classes": names})
 
 
 def save_samples(samples: Samples, out: Path) -> list[Path]:
-    """One 16 kHz WAV per clip, ``spectrograms.png`` titled by class, and ``normalizer.json``."""
-    files = save_clips(out, samples["waves"], samples["log_mels"], samples["labels"], samples["class_names"])
+    """One WAV per clip (at the run's rate), ``spectrograms.png`` titled by class, and ``normalizer.json``."""
+    files = save_clips(out, samples["waves"], samples["log_mels"], samples["labels"], samples["class_names"],
+                       int(samples.data.get("sample_rate", SAMPLE_RATE)))
     norm = out / "normalizer.json"
     norm.write_text(json.dumps(samples.meta["normalizer"], indent=2))
     return files + [norm]
 
 
 def evaluate(run, request: EvaluateRequest) -> dict[str, float]:
-    """SC09 metrics of n generated clips (requested digits cycle through the classes) with the real test clips and
-    their Griffin-Lim floor alongside; FID and NDB are against the training clips' classifier features."""
+    """SC09 metrics of n generated clips (requested digits cycle through the classes) through the ``--vocoder``, with
+    the real test clips and their Griffin-Lim floor (and the learned vocoder's floor when one is used) alongside; FID
+    and NDB are against the training clips' classifier features. A vocoder run is scored by its floor."""
+    if is_vocoder(run.config):
+        return vocoder_runs.evaluate(run, request)
     opts = request.options
     p = prepare(run.config["data"])
     judge = get_judge(p, epochs=opts.classifier_epochs)
     n = request.n or len(p.test)
     gl = opts.gl_iters or int(run.config["sample"]["gl_iters"])
+    vocoder = resolve_vocoder(opts.vocoder, run, gl)
     labels = torch.arange(n) % p.train.num_classes if p.conditional else None
     t0 = time.perf_counter()
-    gen = generate(run, request.sample(n, labels, SampleOptions(gl_iters=gl)))
+    gen = generate(run, request.sample(n, labels, SampleOptions(gl_iters=gl, vocoder=opts.vocoder)))
     seconds = time.perf_counter() - t0
     result = {"classifier_test_accuracy": judge.test_accuracy, **score(judge, gen["reanalysed"], labels)}
     result["sample_seconds_per_clip"] = seconds / n
     if opts.floor:
-        result.update(real_and_floor(p, judge, gl))
+        floors = {"floor_": GriffinLim(p.normalizer.config, gl)}
+        if vocoder.name != GRIFFIN_LIM:
+            floors["vocoder_floor_"] = vocoder
+        result.update(real_and_floor(p, judge, floors))
     return result

@@ -6,12 +6,20 @@ from dataclasses import dataclass
 
 @dataclass
 class Data:
-    """The ``data`` section: the clips (built-in espeak digits or a folder), their split and the log-mel features."""
+    """The ``data`` section: the clips (built-in espeak digits, FSDD recordings or a folder), their split and the log-mel
+    features."""
 
     source: str = "digits"
-    """``digits`` (spoken digits synthesised with espeak-ng) or ``folder``."""
+    """``digits`` (spoken digits synthesised with espeak-ng), ``fsdd`` (real recordings named
+    ``{digit}_{speaker}_{take}.wav``, split by take) or ``folder``."""
     folder: str | None = None
     """With ``source = "folder"``: a folder of .wav/.flac/.ogg clips whose sub-folders name the classes."""
+    path: str | None = None
+    """With ``source = "fsdd"``: the recordings' folder; None finds it from $POLYDIFF_FSDD or ../shared/data/fsdd."""
+    sample_rate: int = 16000
+    """The clips' rate (Hz); the log-mel window and hop scale with it so a 1 s clip always has 64 frames."""
+    valid_takes: int = 5
+    """With ``source = "fsdd"``: takes 5 .. 4 + valid_takes are held out of training as the validation part."""
     n_voices: int = 10
     takes: int = 1
     seed: int = 0
@@ -21,18 +29,43 @@ class Data:
     n_mels: int = 64
     normalizer: dict | None = None
     """A fixed log-mel normaliser (``MelNormalizer.to_dict()``); None fits one on the training clips."""
+    target: str = "mels"
+    """What the run learns: ``mels`` (a mel diffusion model) or ``waves`` (a vocoder: waveforms given their mels)."""
+    segment_frames: int = 32
+    """With ``target = "waves"``: mel frames per training segment (a vocoder trains on random aligned segments)."""
 
     def __post_init__(self) -> None:
-        if self.source not in ("digits", "folder"):
-            raise ValueError(f"data.source must be 'digits' or 'folder', not {self.source!r}")
+        if self.source not in ("digits", "fsdd", "folder"):
+            raise ValueError(f"data.source must be 'digits', 'fsdd' or 'folder', not {self.source!r}")
+        if self.source == "digits" and self.sample_rate != 16000:
+            raise ValueError("data.source 'digits' is made at 16000 Hz; data.sample_rate must be 16000")
+        if self.sample_rate < 4000 or self.sample_rate % 250:
+            raise ValueError(f"data.sample_rate must be a multiple of 250 Hz from 4000 (8000, 16000, ...), "
+                             f"not {self.sample_rate}")
+        if self.target not in ("mels", "waves"):
+            raise ValueError(f"data.target must be 'mels' or 'waves', not {self.target!r}")
+        if self.segment_frames < 1:
+            raise ValueError(f"data.segment_frames must be >= 1, not {self.segment_frames}")
+        if self.valid_takes < 0:
+            raise ValueError(f"data.valid_takes must be >= 0, not {self.valid_takes}")
         if self.source == "folder" and not self.folder:
             raise ValueError("data.source 'folder' needs data.folder (a folder of .wav/.flac/.ogg files)")
 
 
 @dataclass
 class Network:
-    """The ``network`` section: the mel U-Net (``network.py``'s ``NetConfig`` without what the data decide)."""
+    """The ``network`` section: the mel U-Net (``network.py``'s ``NetConfig`` without what the data decide) or a
+    vocoder (``vocoder_net.py``)."""
 
+    kind: str = "unet"
+    """``unet`` (the mel U-Net of a ``mels`` run), or a vocoder of a ``waves`` run: ``diffwave`` (a mel-conditioned
+    waveform denoiser) or ``hifigan`` (a one-step generator trained with spectral losses)."""
+    channels: int = 64
+    """Vocoders: DiffWave's residual channels, or the generator's channels at frame rate (halved per upsampling)."""
+    layers: int = 20
+    """DiffWave: residual layers."""
+    cycle: int = 10
+    """DiffWave: dilations 1, 2, ..., 2^(cycle-1), repeated."""
     layout: str = "2d"
     base: int = 32
     mults: tuple[int, ...] = (1, 2, 2)
@@ -40,6 +73,10 @@ class Network:
     attn_levels: tuple[int, ...] = (2,)
     dropout: float = 0.0
     pos_channels: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("unet", "diffwave", "hifigan"):
+            raise ValueError(f"network.kind must be 'unet', 'diffwave' or 'hifigan', not {self.kind!r}")
 
 
 @dataclass
