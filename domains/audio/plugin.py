@@ -112,7 +112,7 @@ def presets() -> dict[str, dict[str, Any]]:
         "network": {"kind": "hifigan", "channels": 128},
         "diffusion": {"parameterization": "x0", "sigma_data": 0.1, "schedule": "edm", "cond_dropout": 0.0},
         "train": {"steps": 6000, "batch_size": 16, "lr": 1e-3, "betas": [0.8, 0.99], "warmup": 100,
-                  "lr_decay": "cosine", "decay_from": 1000, "ema_decay": 0.999, "log_every": 50, "ckpt_every": 500},
+                  "lr_decay": "cosine", "decay_from": 3000, "ema_decay": 0.999, "log_every": 50, "ckpt_every": 500},
         "sample": {"sampler": "euler", "steps": 1, "grid": "karras", "sigma_min": 0.002, "sigma_max": 1.0,
                    "guidance_scale": 1.0},
     }
