@@ -53,3 +53,58 @@ class EditOptions:
     refine: int = option(2, "Fixed-point corrections per inversion step (0: plain DDIM-style inversion).", min=0)
     seed: int = option(0, "Seed (sdedit's noise, the classifier's draws).")
     overwrite: bool = option(False, "Replace samples written earlier into --out.")
+
+
+AUTOENCODER_NETWORKS = ("auto", "domain", "mlp", "conv")
+
+
+@dataclass
+class TrainAutoencoderOptions:
+    """What ``train-autoencoder`` takes: where, the data and training of a preset, and the autoencoder's shape."""
+
+    out: Path | None = option(None, "Autoencoder run folder to write (required; then `train --latent OUT`).")
+    preset: str = option("quick", "Preset whose data and train sections the autoencoder uses.")
+    config: Path | None = option(None, "TOML file with [data], [train] and [autoencoder] tables over the preset's.",
+                                 exists=True)
+    network: str = option("auto", "auto: the domain's own autoencoder if it declares one, else the generic one for "
+                                  "the data's shape (mlp for vectors, conv for 1D/2D grids).",
+                          choices=AUTOENCODER_NETWORKS)
+    latent_dim: int | None = option(None, "Latent size of the MLP autoencoder (default 2).", min=1)
+    latent_channels: int | None = option(None, "Latent channels of the convolutional autoencoder (default 4).", min=1)
+    kl_weight: float | None = option(None, "Weight of the KL regulariser (default 1e-6, as in LDM).", min=0.0)
+    steps: int | None = option(None, "Training steps (default: the preset's).", min=1)
+    domain_metric: bool = option(True, "Also score decoded held-out examples with the domain's own metrics (the "
+                                       "autoencoder's floor; can take as long as an evaluate).")
+    resume: bool = option(False, "Continue the autoencoder run in --out.", flags=("--resume",))
+    overwrite: bool = option(False, "Replace the run in --out.", flags=("--overwrite",))
+
+
+@dataclass
+class TrainControlOptions:
+    """What ``train-control`` takes: the frozen base run, the domain's control kind, and the branch's training."""
+
+    run: Path | None = option(None, "Base run folder (default: the domain's shipped run).", exists=True)
+    control: str | None = option(None, "Kind of control signal, one the domain declares (required).")
+    out: Path | None = option(None, "Control run folder to write (required).")
+    steps: int = option(1000, "Training steps of the control branch.", min=1)
+    lr: float | None = option(None, "Learning rate (default: the base run's).", min=0.0)
+    batch_size: int | None = option(None, "Batch size (default: the base run's).", min=1)
+    dropout: float = option(0.0, "Probability of dropping the control while training: > 0 learns a null control for "
+                                 "guidance on the control; 0 uses the base model as the null control.",
+                            min=0.0, max=0.99)
+    guidance_scale: float = option(1.0, "Default guidance scale on the control recorded in the run (1: none; > 1 "
+                                        "follows the control more closely).", min=0.0)
+    seed: int = option(0, "Seed of the training noise and the controls' randomness.")
+    resume: bool = option(False, "Continue the control run in --out.", flags=("--resume",))
+    overwrite: bool = option(False, "Replace the run in --out.", flags=("--overwrite",))
+
+
+@dataclass
+class ControlSampleOptions:
+    """What ``sample`` and ``evaluate`` of a control run take besides the domain's own options."""
+
+    control: Path | None = option(None, "Control signal file (the domain's format; default: a .npy/.pt array of "
+                                        "controls, one row per sample or one for all). Control runs only.",
+                                  exists=True)
+    control_scale: float | None = option(None, "Guidance scale on the control: D_null + s (D_control - D_null) "
+                                               "(default: the run's; 1: none).", min=0.0)

@@ -5,12 +5,15 @@ conditioning on a class label and/or a vector embedding (e.g. a sentence embeddi
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from polydiff.core.control import add_hint
 
 from .embeddings import LabelEmbedding, NoiseEmbedding
 
@@ -63,7 +66,15 @@ class SelfAttention(nn.Module):
 
 
 class UNet(nn.Module):
-    """U-Net over [B, C, L] (``dims=1``) or [B, C, H, W] (``dims=2``); every grid side divisible by 2 ** (levels - 1)."""
+    """U-Net over [B, C, L] (``dims=1``) or [B, C, H, W] (``dims=2``); every grid side divisible by 2 ** (levels - 1).
+
+    Controllable (``polydiff.core.control``): its residual features are the skip features (the stem's output and
+    each down-path block's) and the middle block's output, channels-first; ``forward(..., residuals)`` adds them to
+    the skips as the decoder reads them and to the middle output, as ControlNet does; ``control_branch`` is the
+    encoder half (stem, down path, middle).
+    """
+
+    feature_axis = 1
 
     def __init__(
         self,
@@ -104,6 +115,7 @@ class UNet(nn.Module):
 
         self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout, dims), SelfAttention(ch),
                                   ResBlock(ch, ch, emb_dim, dropout, dims)])
+        self._feature_channels = [*skips, ch]
 
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(mults))):
@@ -129,14 +141,16 @@ class UNet(nn.Module):
             emb = emb + self.cond_proj(cond["embedding"].to(emb.dtype))
         return F.silu(emb)
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
-        """Predict a tensor shaped like ``x`` from the noisy input, its noise level and the condition."""
+    def _check(self, x: torch.Tensor) -> None:
         factor = 2 ** (self.levels - 1)
         if x.ndim != self.dims + 2 or any(side % factor for side in x.shape[2:]):
             layout = "[B, C, L]" if self.dims == 1 else "[B, C, H, W]"
             raise ValueError(f"this U-Net needs {layout} with every side divisible by {factor}; got {tuple(x.shape)}")
-        emb = self._embedding(c_noise, cond, x.shape[0])
-        h = self.stem(x)
+
+    def _encode(self, x: torch.Tensor, emb: torch.Tensor,
+                hint: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The skip features of the down path and the middle block's output."""
+        h = add_hint(self.stem(x), hint, self.feature_axis)
         hs = [h]
         for block in self.down:
             for layer in block:
@@ -144,9 +158,38 @@ class UNet(nn.Module):
             hs.append(h)
         for layer in self.mid:
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        return hs, h
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None,
+                residuals: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Predict a tensor shaped like ``x`` from the noisy input, its noise level and the condition (``residuals``:
+        control features added to the skips and the middle output, see the class docstring)."""
+        self._check(x)
+        emb = self._embedding(c_noise, cond, x.shape[0])
+        hs, h = self._encode(x, emb)
+        if residuals is not None:
+            hs = [s + r for s, r in zip(hs, residuals[:-1])]
+            h = h + residuals[-1]
         for block in self.up:
             if isinstance(block[0], ResBlock):
                 h = torch.cat([h, hs.pop()], dim=1)
             for layer in block:
                 h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         return self.head(h)
+
+    def feature_channels(self) -> list[int]:
+        """Channels of each residual feature (the control protocol)."""
+        return list(self._feature_channels)
+
+    def features(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None,
+                 hint: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The skip features (the stem's output plus ``hint`` first) and the middle output (the control protocol)."""
+        self._check(x)
+        hs, h = self._encode(x, self._embedding(c_noise, cond, x.shape[0]), hint)
+        return [*hs, h]
+
+    def control_branch(self) -> "UNet":
+        """A copy of the encoder half (the decoder and head removed), the trainable branch of a ControlNet."""
+        branch = copy.deepcopy(self)
+        branch.up, branch.head = nn.ModuleList(), nn.Identity()
+        return branch

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from polydiff.core.control import add_hint
 from polydiff.domains.common.embeddings import LabelEmbedding, NoiseEmbedding
 
 Tensor = torch.Tensor
@@ -86,7 +87,12 @@ class PointSetTransformer(nn.Module):
 
     ``num_classes = 0`` gives an unconditional network; otherwise label ``num_classes`` or any negative label
     (``NULL_LABEL``) is the null class, and a ``None`` cond means all-null.
+
+    Controllable (``polydiff.core.control``): its residual features are the per-point states [B, N, dim] after the
+    input embedding and after each block (channels-last); ``forward(..., residuals)`` adds residual i to state i.
     """
+
+    feature_axis = -1
 
     def __init__(self, dim: int = 128, depth: int = 4, latents: int = 32, heads: int = 4, num_classes: int = 0,
                  mlp_ratio: int = 2, fourier: int = 32, fourier_scale: float = 1.0, seed: int = 0) -> None:
@@ -121,17 +127,44 @@ class PointSetTransformer(nn.Module):
             c = c + self.label(labels)
         return nn.functional.silu(c)
 
-    def forward(self, x_in: Tensor, c_noise: Tensor, cond: Any = None) -> Tensor:
-        """Predict a [B, N, 3] output from noisy points [B, N, 3] and their noise features c_noise [B]."""
+    def _check(self, x_in: Tensor, c_noise: Tensor) -> None:
         if x_in.ndim != 3 or x_in.shape[-1] != 3:
             raise ValueError(f"points must have shape [B, N, 3], got {tuple(x_in.shape)}")
         if c_noise.shape != (x_in.shape[0],):
             raise ValueError(f"c_noise must have shape [{x_in.shape[0]}], got {tuple(c_noise.shape)}")
-        c = self._cond_vector(c_noise, cond, x_in.shape[0])
+
+    def _embed(self, x_in: Tensor) -> Tensor:
         angles = 2 * math.pi * x_in @ self.freqs
-        h = self.embed_in(torch.cat([x_in, angles.sin(), angles.cos()], dim=-1))
+        return self.embed_in(torch.cat([x_in, angles.sin(), angles.cos()], dim=-1))
+
+    def forward(self, x_in: Tensor, c_noise: Tensor, cond: Any = None, residuals: list[Tensor] | None = None) -> Tensor:
+        """Predict a [B, N, 3] output from noisy points [B, N, 3] and their noise features c_noise [B] (``residuals``:
+        control features added to the point states, see the class docstring)."""
+        self._check(x_in, c_noise)
+        c = self._cond_vector(c_noise, cond, x_in.shape[0])
+        h = self._embed(x_in)
+        if residuals is not None:
+            h = h + residuals[0]
         z = self.latents[None].expand(x_in.shape[0], -1, -1)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             h, z = block(h, z, c)
+            if residuals is not None:
+                h = h + residuals[i + 1]
         hn, _ = self.norm_out(h, c)
         return self.out(hn)
+
+    def feature_channels(self) -> list[int]:
+        """Channels of each residual feature (the control protocol)."""
+        return [self.config["dim"]] * (len(self.blocks) + 1)
+
+    def features(self, x_in: Tensor, c_noise: Tensor, cond: Any = None, hint: Tensor | None = None) -> list[Tensor]:
+        """The point states after the input embedding (plus ``hint``) and after each block (the control protocol)."""
+        self._check(x_in, c_noise)
+        c = self._cond_vector(c_noise, cond, x_in.shape[0])
+        h = add_hint(self._embed(x_in), hint, self.feature_axis)
+        z = self.latents[None].expand(x_in.shape[0], -1, -1)
+        out = [h]
+        for block in self.blocks:
+            h, z = block(h, z, c)
+            out.append(h)
+        return out
