@@ -538,26 +538,44 @@ def load_any_run(domain: Domain, run_dir: Path | None, device: str | torch.devic
     return load_run(domain, run_dir, device)
 
 
-def export_latent_run(run_dir: Path, out: Path, dtype: str = "float16", *, overwrite: bool = False) -> Path:
-    """``export`` a latent run with its autoencoder inside (``out/autoencoder``, EMA weights in float32, recorded as
-    the relative path ``autoencoder``), so the folder is shippable on its own."""
-    run_dir, out = Path(run_dir), Path(out)
+def bundle_autoencoder(run_dir: Path, target: Path) -> None:
+    """Put the autoencoder of the latent run ``run_dir`` (EMA weights, config, metrics) into ``target/autoencoder``
+    and record it there as the relative path ``autoencoder`` in ``target/config.json`` (an export of the run)."""
+    run_dir, target = Path(run_dir), Path(target)
     raw = json.loads((run_dir / "config.json").read_text())
     folder = autoencoder_folder(run_dir, raw["latent"]["autoencoder"])
-    export_run(run_dir, out, dtype, overwrite=overwrite)
-    target = out / "autoencoder"
     tensors, state = load_checkpoint(folder / "checkpoint", ("model",))
     weights = tensors.get("model", {})
     prefix = "ema." if any(k.startswith("ema.") for k in weights) else ""
     picked = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix) and (prefix or not k.startswith("ema."))}
-    save_checkpoint(target / "checkpoint", {"model": picked}, {"step": state.get("step"), "exported_from": str(folder)})
+    inner = target / "autoencoder"
+    save_checkpoint(inner / "checkpoint", {"model": picked}, {"step": state.get("step"), "exported_from": str(folder)})
     for name in ("config.json", RECONSTRUCTION, "loss.png", "metrics.jsonl", "command.txt"):
         if (folder / name).is_file():
-            shutil.copyfile(folder / name, target / name)
-    cfg = json.loads((out / "config.json").read_text())
+            shutil.copyfile(folder / name, inner / name)
+    cfg = json.loads((target / "config.json").read_text())
     cfg["latent"]["autoencoder"] = "autoencoder"
-    write_json(out / "config.json", cfg)
-    return out
+    write_json(target / "config.json", cfg)
+
+
+def export_latent_run(run_dir: Path, out: Path, dtype: str = "float16", *, overwrite: bool = False) -> Path:
+    """``export`` a latent run with its autoencoder inside (``out/autoencoder``, float32), so the folder is
+    shippable on its own (what ``export_run`` does for latent runs once it calls ``bundle_autoencoder``)."""
+    export_run(run_dir, out, dtype, overwrite=overwrite)
+    bundle_autoencoder(run_dir, out)
+    return Path(out)
+
+
+def training_domain(domain: Domain, out: Path, latent: Path | None, resume: bool,
+                    device: str | torch.device = "cpu") -> tuple[Domain, dict[str, Any]]:
+    """(domain, override) for ``train``: the latent view and its override with ``--latent AE``, or when resuming a
+    latent run (its recorded autoencoder); else the domain itself and no override."""
+    if latent is None and resume and is_latent(out):
+        raw = json.loads((Path(out) / "config.json").read_text())
+        latent = autoencoder_folder(Path(out), raw["latent"]["autoencoder"])
+    if latent is None:
+        return domain, {}
+    return latent_setup(domain, Path(latent), device)
 
 
 # ---- the command --------------------------------------------------------------------------------------------------
@@ -580,12 +598,15 @@ def _autoencoder_override(options: TrainAutoencoderOptions) -> dict[str, Any]:
     return merge(override, extra)
 
 
-def train_autoencoder_command(domain: Domain, options: TrainAutoencoderOptions, device: str = "cpu",
-                              command: str | None = None) -> AutoencoderRun:
-    """What ``polydiff <domain> train-autoencoder`` does."""
+def train_autoencoder_command(domain: Domain, options: TrainAutoencoderOptions, device: str = "cpu", *,
+                              seed: int | None = None, command: str | None = None) -> AutoencoderRun:
+    """What ``polydiff <domain> train-autoencoder`` does (``seed``: the training seed, default the preset's)."""
     if options.out is None:
         raise OptionError("--out", "give the folder to write the autoencoder run into")
     domain.preset(options.preset)
-    return train_autoencoder(domain, options.out, preset=options.preset, override=_autoencoder_override(options),
+    override = _autoencoder_override(options)
+    if seed is not None:
+        override = merge(override, {"train": {"seed": seed}})
+    return train_autoencoder(domain, options.out, preset=options.preset, override=override,
                              device=device, resume=options.resume, overwrite=options.overwrite,
                              domain_metric=options.domain_metric, command=command)
