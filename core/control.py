@@ -54,13 +54,18 @@ class Controllable(Protocol):
 
 
 def add_hint(h: Tensor, hint: Tensor | None, axis: int) -> Tensor:
-    """``h + hint``: a [B, C] hint broadcast over positions, a grid hint resized to ``h``'s grid (``axis`` 1)."""
+    """``h + hint``: a [B, C] hint is broadcast over positions; a channels-first grid hint (``axis`` 1) is resized to
+    ``h``'s grid, and one over fewer axes covers the last ones (a time control over time-frequency features)."""
     if hint is None:
         return h
     if hint.ndim == 2 and h.ndim > 2:
         hint = hint.reshape(hint.shape[0], -1, *[1] * (h.ndim - 2)) if axis == 1 else hint[:, None]
-    elif axis == 1 and hint.ndim == h.ndim and hint.shape[2:] != h.shape[2:]:
-        hint = F.interpolate(hint, size=h.shape[2:], mode="nearest")
+    elif axis == 1 and 2 < hint.ndim < h.ndim:
+        hint = hint.reshape(*hint.shape[:2], *[1] * (h.ndim - hint.ndim), *hint.shape[2:])
+    if axis == 1 and hint.ndim == h.ndim > 2:
+        size = tuple(1 if a == 1 else b for a, b in zip(hint.shape[2:], h.shape[2:]))
+        if size != tuple(hint.shape[2:]):
+            hint = F.interpolate(hint, size=size, mode="nearest")
     return h + hint.to(h.dtype)
 
 

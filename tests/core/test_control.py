@@ -122,6 +122,17 @@ def test_dropped_rows_get_the_learned_null_and_guidance_on_the_control() -> None
         Denoiser(plain)(x, sigma, Controlled(cond, control, keep))
 
 
+def test_hints_broadcast_and_resize_to_the_first_feature() -> None:
+    from polydiff.core.control import add_hint
+
+    h = torch.zeros(2, 4, 6, 8)
+    assert torch.equal(add_hint(h, torch.ones(2, 4), 1), torch.ones(2, 4, 6, 8))
+    time = torch.arange(4.0).repeat(2, 4, 1)  # [B, C, 4] over the last axis of [B, C, 6, 8]
+    out = add_hint(h, time, 1)
+    assert out.shape == h.shape and torch.equal(out[0, 0, 3], torch.arange(4.0).repeat_interleave(2))
+    assert add_hint(torch.zeros(2, 5, 4), torch.ones(2, 4), -1).shape == (2, 5, 4)
+
+
 def test_generic_encoders_by_control_shape() -> None:
     assert encoder_kind((1,), -1) == "vector" and encoder_kind((5, 3), -1) == "set"
     assert encoder_kind((1, 8, 8), 1) == "grid" and encoder_kind((16,), 1) == "vector"
