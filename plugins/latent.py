@@ -44,7 +44,7 @@ from .domain import Batch, Domain, EvaluateRequest, SampleRequest, SampleSetting
 from .errors import ConfigError, OptionError, UsageError
 from .folders import locked, prepare_train_folder
 from .manager import get_manager
-from .personalize import cat_rows, take_rows
+from .personalize import cat_rows, labels_of, take_rows
 from .runs import Run, export_run, load_run, resolve_config, train
 
 RECONSTRUCTION = "reconstruction.json"
@@ -278,17 +278,28 @@ def load_autoencoder(domain: Domain, path: Path, device: str | torch.device = "c
 @dataclass
 class ReconstructionRun(Run):
     """A stand-in Run whose ``draw`` returns decoded held-out examples instead of samples, so the domain's own
-    ``evaluate`` scores the autoencoder's reconstructions (its floor for latent runs)."""
+    ``evaluate`` scores the autoencoder's reconstructions (its floor for latent runs). A row asked for with a class
+    label gets an example of that class when the examples have labels (so label accuracy is scored fairly)."""
 
     examples: torch.Tensor | None = None
-    taken: int = 0
+    labels: torch.Tensor | None = None
+    cursors: dict[int, int] = field(default_factory=dict)
+
+    def _pick(self, label: int) -> int:
+        """The index of the next example of class ``label`` (any class: -1), cycling."""
+        pool = (torch.arange(self.examples.shape[0]) if label < 0 or self.labels is None
+                else (self.labels == label).nonzero().flatten())
+        if len(pool) == 0:
+            return self._pick(-1)
+        k = self.cursors.get(label, 0)
+        self.cursors[label] = k + 1
+        return int(pool[k % len(pool)])
 
     def draw(self, like: torch.Tensor, request: SampleRequest, *, cond: Any = None, denoiser: Any = None,
              noise: Any = None, sigmas: torch.Tensor | None = None) -> torch.Tensor:
-        n = like.shape[0]
-        idx = (self.taken + torch.arange(n)) % self.examples.shape[0]
-        self.taken += n
-        rows = self.examples[idx].to(self.device)
+        asked = labels_of(cond)
+        wanted = asked.tolist() if asked is not None and not asked.is_floating_point() else [-1] * like.shape[0]
+        rows = self.examples[torch.tensor([self._pick(int(c)) for c in wanted])].to(self.device)
         if rows.shape[1:] != like.shape[1:]:
             raise UsageError(f"reconstructions shaped {tuple(rows.shape[1:])} for samples shaped {tuple(like.shape[1:])}")
         return rows
@@ -300,7 +311,7 @@ def reconstruction_metrics(run: AutoencoderRun, *, domain_metric: bool = True, s
     """MSE of decoded ``split`` examples (posterior means), the normalised latents' mean and std, the compression
     (data size / latent size) and, with ``domain_metric``, the domain's metrics of the decoded examples."""
     codec, dev = run.codec, run.device
-    se, count, z_sum, z_sq, z_count, decoded = 0.0, 0, 0.0, 0.0, 0, []
+    se, count, z_sum, z_sq, z_count, decoded, labels = 0.0, 0, 0.0, 0.0, 0, [], []
     for batch in chunks(run.domain, run.domain.build_dataset(run.config["data"], split), limit):
         batch = batch.to(dev)
         z = codec.encode(batch.x0.float(), batch.cond)
@@ -308,6 +319,7 @@ def reconstruction_metrics(run: AutoencoderRun, *, domain_metric: bool = True, s
         se, count = se + float((x - batch.x0).double().pow(2).sum()), count + batch.x0.numel()
         z_sum, z_sq, z_count = z_sum + float(z.double().sum()), z_sq + float(z.double().pow(2).sum()), z_count + z.numel()
         decoded.append(x.cpu())
+        labels.append(labels_of(batch.cond))
     a = run.config["autoencoder"]
     mean = z_sum / z_count
     metrics: dict[str, Any] = {
@@ -316,7 +328,8 @@ def reconstruction_metrics(run: AutoencoderRun, *, domain_metric: bool = True, s
         "data_shape": a["data_shape"], "latent_shape": a["latent_shape"],
         "compression": _numel(a["data_shape"]) / _numel(a["latent_shape"])}
     if domain_metric:
-        metrics["domain"] = _domain_metrics(run, torch.cat(decoded))
+        known = None if any(t is None or t.is_floating_point() for t in labels) else torch.cat([t.cpu() for t in labels])
+        metrics["domain"] = _domain_metrics(run, torch.cat(decoded), known)
     return metrics
 
 
@@ -327,13 +340,13 @@ def _numel(shape: list[int]) -> int:
     return out
 
 
-def _domain_metrics(run: AutoencoderRun, decoded: torch.Tensor) -> dict[str, float]:
+def _domain_metrics(run: AutoencoderRun, decoded: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
     """The domain's own ``evaluate`` with decoded held-out examples in place of samples."""
     domain = run.domain
     cfg = resolve_config(domain, run.config.get("preset", "quick"), {"data": run.config["data"]})
     if run.config.get("fitted"):
         cfg["fitted"] = run.config["fitted"]
-    stand_in = ReconstructionRun(domain, cfg, run.autoencoder, run.path, run.device, examples=decoded)
+    stand_in = ReconstructionRun(domain, cfg, run.autoencoder, run.path, run.device, examples=decoded, labels=labels)
     settings = SampleSettings("euler", 1, "cfg", 1.0)
     request = EvaluateRequest(None, settings, torch.Generator(device=run.device).manual_seed(0),
                               _default_options(domain, "evaluate"))

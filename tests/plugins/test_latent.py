@@ -21,7 +21,7 @@ from polydiff.domains.toy.network import ToyMLP
 from polydiff.plugins import distill
 from polydiff.plugins.capabilities import TrainAutoencoderOptions
 from polydiff.plugins.errors import ConfigError, OptionError, RunExistsError, UsageError
-from polydiff.plugins.latent import (RECONSTRUCTION, export_latent_run, latent_train, load_autoencoder,
+from polydiff.plugins.latent import (RECONSTRUCTION, ReconstructionRun, export_latent_run, latent_train, load_autoencoder,
                                      load_latent_run, train_autoencoder, train_autoencoder_command)
 from polydiff.plugins.manager import get_manager
 from polydiff.plugins.options import build_options
@@ -75,6 +75,12 @@ def test_the_autoencoder_run_folder(toy, ae, folders) -> None:
         train_autoencoder(toy, out, override=AE)
     with pytest.raises(UsageError, match="not an autoencoder"):
         load_autoencoder(toy, folders)
+
+
+def test_reconstructions_stand_in_for_samples_of_the_class_asked_for(toy, ae) -> None:
+    examples, labels = torch.arange(10.0)[:, None].repeat(1, 2), torch.tensor([0, 1] * 5)
+    run = ReconstructionRun(toy, {}, ae.autoencoder, ae.path, torch.device("cpu"), examples=examples, labels=labels)
+    assert run.draw(torch.empty(5, 2), None, cond=torch.tensor([1, 1, 0, -1, 1]))[:, 0].tolist() == [1, 3, 0, 0, 5]
 
 
 def test_a_latent_run_samples_like_a_pixel_run_trained_as_long(toy, ae, latent, folders) -> None:
