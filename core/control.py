@@ -15,23 +15,23 @@ and the toy MLP do):
   (``residuals=None``: the plain network, unchanged);
 - optionally ``control_branch() -> nn.Module``: the trainable copy (a U-Net's encoder half); default: a deep copy.
 
-The control reaches a ``ControlNet`` in one of two ways: as ``Controlled(cond, control, keep)`` passed as the
-condition (training: one control per row, ``keep`` False where the control was dropped), or set for a while with
-``net.controlling(control)`` (sampling: the condition stays the domain's, so classifier-free guidance, composition and
-every other guidance method work as before). Without a control the network is the base.
+The control reaches a ``ControlNet`` inside the condition: ``with_control(cond, control, keep)`` is a dict holding
+the base network's condition, the controls [B, ...] (one per row) and optionally ``keep`` [B] (False: the row's
+control is dropped). Being a dict of per-row tensors, it survives every row operation the framework and the domains
+apply to conditions (stacked for batched guidance, repeated over anchored point sets, rows taken), so a control stays
+with its sample. A condition without a control gives the base network.
 
-Classifier-free guidance on the control: ``control_guided(D, net, w) = D_null + w (D_control - D_null)``, where the
-null control is the base model itself (a ControlNet trained without control dropout) or a learned null hint (trained
-with control dropout p > 0: dropped rows get the learned ``null_hint`` instead of the encoded control). ``w = 1`` is
-the plain controlled model, ``w > 1`` follows the control more closely.
+Classifier-free guidance on the control: ``ControlGuided(D, w) = D_null + w (D_control - D_null)``, where the null
+control is the base model itself (a ControlNet trained without control dropout) or a learned null hint (trained with
+control dropout p > 0: dropped rows get the learned ``null_hint`` instead of the encoded control). ``w = 1`` is the
+plain controlled model, ``w > 1`` follows the control more closely. Guidance on the domain's own condition goes on
+top (its null condition keeps the control, as ControlNet does with prompts).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -39,7 +39,6 @@ import torch.nn.functional as F
 from torch import nn
 
 Tensor = torch.Tensor
-MODES = ("on", "null")
 
 
 @runtime_checkable
@@ -69,14 +68,36 @@ def add_hint(h: Tensor, hint: Tensor | None, axis: int) -> Tensor:
     return h + hint.to(h.dtype)
 
 
-@dataclass
-class Controlled:
-    """A condition carrying a control signal: the base's ``cond``, ``control`` [B, ...] and ``keep`` [B] (False: the
-    row's control was dropped, for classifier-free guidance on the control)."""
+CONTROL, BASE, KEEP = "controlnet.control", "controlnet.cond", "controlnet.keep"
+"""The keys of a controlled condition (chosen not to clash with a domain's own condition keys)."""
 
-    cond: Any
-    control: Tensor
-    keep: Tensor | None = None
+
+def with_control(cond: Any, control: Tensor, keep: Tensor | None = None) -> dict[str, Any]:
+    """The condition ``cond`` carrying ``control`` [B, ...] (and ``keep`` [B]: False drops the row's control)."""
+    out = {BASE: cond, CONTROL: control}
+    if keep is not None:
+        out[KEEP] = keep
+    return out
+
+
+def is_controlled(cond: Any) -> bool:
+    """Whether a condition carries a control."""
+    return isinstance(cond, dict) and CONTROL in cond
+
+
+def split_control(cond: Any) -> tuple[Any, Tensor | None, Tensor | None]:
+    """(the base's condition, the control or None, keep or None)."""
+    if not is_controlled(cond):
+        return cond, None, None
+    return cond[BASE], cond[CONTROL], cond.get(KEEP)
+
+
+def drop_control(cond: Any) -> Any:
+    """The condition with every row's control dropped (the null control of guidance on the control)."""
+    if not is_controlled(cond):
+        return cond
+    control = cond[CONTROL]
+    return {**cond, KEEP: torch.zeros(control.shape[0], dtype=torch.bool, device=control.device)}
 
 
 class ZeroProjection(nn.Module):
@@ -101,15 +122,6 @@ def control_branch(net: nn.Module) -> nn.Module:
     return branch.requires_grad_(True)
 
 
-def _rows(value: Tensor | None, batch: int) -> Tensor | None:
-    """``value`` with one row per row of the batch: repeated when the batch stacks k copies (batched guidance)."""
-    if value is None or value.shape[0] == batch:
-        return value
-    if batch % value.shape[0]:
-        raise ValueError(f"a control of {value.shape[0]} rows for a batch of {batch}")
-    return value.repeat(batch // value.shape[0], *[1] * (value.ndim - 1))
-
-
 class ControlNet(nn.Module):
     """``F(x_in, c_noise, cond)`` of a frozen ``base`` steered by a control through a trainable copy of its encoder.
 
@@ -129,8 +141,6 @@ class ControlNet(nn.Module):
         self.projections = nn.ModuleList(ZeroProjection(c, axis) for c in base.feature_channels())
         channels = base.feature_channels()[0]
         self.null_hint = nn.Parameter(torch.zeros(channels)) if learned_null else None
-        self._control: Tensor | None = None
-        self._mode = "on"
 
     @property
     def axis(self) -> int:
@@ -149,35 +159,8 @@ class ControlNet(nn.Module):
         if missing:
             raise KeyError(f"the control branch has weights the base lacks: {missing[:5]}")
 
-    # ---- the control -----------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def controlling(self, control: Tensor | None, mode: str = "on") -> Iterator["ControlNet"]:
-        """Within the block, calls without a ``Controlled`` condition use ``control`` (rows repeated to the batch)."""
-        before = self._control, self._mode
-        self._control = control
-        try:
-            with self.mode(mode):
-                yield self
-        finally:
-            self._control = before[0]
-
-    @contextlib.contextmanager
-    def mode(self, mode: str) -> Iterator["ControlNet"]:
-        """``on``: follow the control; ``null``: the null control (the base, or the learned null hint)."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-        before, self._mode = self._mode, mode
-        try:
-            yield self
-        finally:
-            self._mode = before
-
-    def _hint(self, control: Tensor | None, keep: Tensor | None, batch: int) -> Tensor | None:
+    def _hint(self, control: Tensor, keep: Tensor | None) -> Tensor | None:
         """The encoded control, with the learned null hint in dropped rows; None: run the base alone."""
-        if control is None:
-            return None
-        if self._mode == "null":
-            keep = torch.zeros(batch, dtype=torch.bool, device=control.device)
         if keep is not None and self.null_hint is None:
             if bool(keep.all()):
                 keep = None
@@ -194,12 +177,8 @@ class ControlNet(nn.Module):
         return torch.where(keep.reshape(-1, *[1] * (hint.ndim - 1)), hint, null)
 
     def forward(self, x_in: Tensor, c_noise: Tensor, cond: Any = None) -> Tensor:
-        if isinstance(cond, Controlled):
-            cond, control, keep = cond.cond, cond.control, cond.keep
-        else:
-            control, keep = self._control, None
-        batch = x_in.shape[0]
-        hint = self._hint(_rows(control, batch), _rows(keep, batch), batch)
+        cond, control, keep = split_control(cond)
+        hint = None if control is None else self._hint(control, keep)
         if hint is None:
             return self.base(x_in, c_noise, cond)
         feats = self.branch.features(x_in, c_noise, cond, hint=hint)
@@ -215,18 +194,24 @@ def find_control_net(module: nn.Module) -> ControlNet:
     raise TypeError(f"{type(module).__name__} holds no ControlNet")
 
 
-def control_guided(denoiser: Any, net: ControlNet, scale: float) -> Any:
-    """Classifier-free guidance on the control: ``D_null + scale (D_control - D_null)`` (``scale`` 1: unguided)."""
+class ControlGuided(nn.Module):
+    """Classifier-free guidance on the control: ``D_null + scale (D_control - D_null)`` (``scale`` 1: unguided);
+    conditions without a control pass to the denoiser unchanged. ``net`` is the wrapped denoiser's network."""
 
-    def guided(x: Tensor, sigma: Tensor, cond: Any = None) -> Tensor:
-        d_on = denoiser(x, sigma, cond)
-        if scale == 1.0:
+    def __init__(self, denoiser: nn.Module, scale: float) -> None:
+        super().__init__()
+        self.denoiser, self.scale = denoiser, float(scale)
+
+    @property
+    def net(self) -> nn.Module:
+        return self.denoiser.net
+
+    def forward(self, x: Tensor, sigma: Tensor, cond: Any = None) -> Tensor:
+        d_on = self.denoiser(x, sigma, cond)
+        if self.scale == 1.0 or not is_controlled(cond):
             return d_on
-        with net.mode("null"):
-            d_null = denoiser(x, sigma, cond)
-        return d_null + scale * (d_on - d_null)
-
-    return guided
+        d_null = self.denoiser(x, sigma, drop_control(cond))
+        return d_null + self.scale * (d_on - d_null)
 
 
 # ---- control encoders -------------------------------------------------------------------------------------------

@@ -12,9 +12,11 @@ base included), so it loads on its own.
 Design: like latent runs, a control run is trained and loaded through a *controlled view* of its domain
 (``controlled_domain``): its network is the ControlNet around the domain's network, its ``sample`` options add
 ``control`` and ``control_scale``, and its ``generate`` is the domain's own, handed a ``ControlRun`` whose ``draw``
-sets the control rows on the network for the duration of the draw. The domain's code, classifier-free guidance on its
-own condition and every guidance method therefore work unchanged; guidance on the control wraps whatever denoiser
-the domain draws with (``control_guided``). ``evaluate`` scores samples controlled by the test split's own controls.
+adds each sample's control to the condition it draws with (``core.control.with_control``; a dict of per-row tensors,
+so batched guidance and the domains' own row operations keep every control with its sample) and whose ``guided``
+keeps the control in the null condition. The domain's code, classifier-free guidance on its own condition and the
+guidance methods therefore work unchanged; guidance on the control (``ControlGuided``) is the run's denoiser as the
+domain's code sees it. ``evaluate`` scores samples controlled by the test split's own controls.
 """
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from polydiff.core.control import (ControlNet, Controllable, Controlled, control_encoder, control_guided,
-                                   encoder_kind, find_control_net)
+from polydiff.core.control import (ControlGuided, ControlNet, Controllable, control_encoder, encoder_kind,
+                                   find_control_net, split_control, with_control)
 from polydiff.core.training import Trainer, TrainConfig
 
 from .capabilities import ControlSampleOptions, TrainControlOptions
@@ -142,11 +144,19 @@ def _inner_options(domain: Domain, command: str, opts: Any) -> Any:
 
 
 def _drop_cond(domain: Domain, cond: Any, p: float, generator: torch.Generator) -> Any:
-    """The domain's condition dropout inside a ``Controlled`` condition (the control's own dropout is separate)."""
-    if not isinstance(cond, Controlled):
+    """The domain's condition dropout inside a controlled condition (the control's own dropout is separate)."""
+    base, control, keep = split_control(cond)
+    if control is None:
         return domain.drop_cond(cond, p, generator)
-    inner = domain.drop_cond(cond.cond, p, generator) if cond.cond is not None else None
-    return Controlled(inner, cond.control, cond.keep)
+    return with_control(domain.drop_cond(base, p, generator) if base is not None else None, control, keep)
+
+
+def _null_cond(domain: Domain, cond: Any) -> Any:
+    """The domain's null condition, keeping the control (guidance on the domain's condition, as with prompts)."""
+    base, control, keep = split_control(cond)
+    if control is None:
+        return domain.null_cond(cond)
+    return with_control(domain.null_cond(base), control, keep)
 
 
 def build_encoder(control: Control, spec: dict[str, Any], net: nn.Module) -> nn.Module:
@@ -182,36 +192,61 @@ def controlled_domain(domain: Domain, kind: str, control: Control) -> Domain:
         evaluate=partial(_controlled_evaluate, domain, control),
         options=options,
         drop_cond=partial(_drop_cond, domain) if domain.drop_cond is not None else None,
+        null_cond=partial(_null_cond, domain) if domain.null_cond is not None else None,
         shipped_run=None,
     )
 
 
+def _count(cond: Any) -> int | None:
+    """The rows of a condition: the first dimension of its first tensor (None: no tensor in it)."""
+    if torch.is_tensor(cond):
+        return cond.shape[0]
+    if isinstance(cond, dict):
+        for value in cond.values():
+            found = _count(value)
+            if found is not None:
+                return found
+    return None
+
+
 @dataclass
 class ControlRun(Run):
-    """A control run as the domain's code sees it: ``draw`` follows the next rows of ``signal`` (cycling; one row is
-    used for every sample), guided on the control at ``scale``."""
+    """A control run as the domain's code sees it: its domain is the controlled view, its ``denoiser`` guides on the
+    control at ``scale``, and ``draw`` follows the next rows of ``signal`` (cycling; one row serves every sample)."""
 
     signal: torch.Tensor | None = None
     scale: float = 1.0
     taken: int = 0
 
-    def next_rows(self, n: int) -> torch.Tensor | None:
+    def rows(self, n: int, consume: bool = True) -> torch.Tensor | None:
         """The controls of the next ``n`` samples."""
         if self.signal is None:
             return None
         idx = (self.taken + torch.arange(n)) % self.signal.shape[0]
-        self.taken += n
+        if consume:
+            self.taken += n
         return self.signal[idx].to(self.device)
+
+    def guided(self, cond: Any, settings: Any, base: Any = None) -> Any:
+        """``Run.guided`` with the next samples' controls in the condition (the domain's code calls it with its own
+        condition, before ``draw``)."""
+        n = _count(cond)
+        rows = None if n is None else self.rows(n, consume=False)
+        return super().guided(cond if rows is None else with_control(cond, rows), settings, base)
 
     def draw(self, like: torch.Tensor, request: SampleRequest, *, cond: Any = None, denoiser: Any = None,
              noise: Any = None, sigmas: torch.Tensor | None = None) -> torch.Tensor:
-        net = find_control_net(self.denoiser)
-        rows = self.next_rows(like.shape[0])
         den = self.guided(cond, request.settings) if denoiser is None else denoiser
-        if rows is not None and self.scale != 1.0:
-            den = control_guided(den, net, self.scale)
-        with net.controlling(rows):
-            return super().draw(like, request, cond=cond, denoiser=den, noise=noise, sigmas=sigmas)
+        rows = self.rows(like.shape[0])
+        if rows is not None:
+            cond = with_control(cond, rows)
+        return super().draw(like, request, cond=cond, denoiser=den, noise=noise, sigmas=sigmas)
+
+
+def control_view(view: Domain, run: Run, signal: torch.Tensor | None, scale: float) -> ControlRun:
+    """``run`` as the domain's code sees it while following ``signal``."""
+    denoiser = ControlGuided(run.denoiser, scale) if signal is not None and scale != 1.0 else run.denoiser
+    return ControlRun(view, run.config, denoiser, run.path, run.device, signal=signal, scale=scale)
 
 
 def read_signal(control: Control, value: Any, config: dict[str, Any]) -> torch.Tensor | None:
@@ -245,7 +280,7 @@ def _controlled_generate(domain: Domain, control: Control, run: Run, request: Sa
     """The domain's ``generate``, drawing with the request's ``control`` rows."""
     opts = request.options
     signal = read_signal(control, getattr(opts, "control", None), run.config)
-    view = ControlRun(domain, run.config, run.denoiser, run.path, run.device, signal=signal, scale=_scale(run, opts))
+    view = control_view(run.domain, run, signal, _scale(run, opts))
     samples = domain.generate(view, dataclasses.replace(request, options=_inner_options(domain, "sample", opts)))
     value = getattr(opts, "control", None)
     samples.meta["control"] = {"kind": run.config["control"]["kind"], "scale": view.scale,
@@ -269,8 +304,7 @@ def _controlled_evaluate(domain: Domain, control: Control, run: Run, request: Ev
     """The domain's ``evaluate``, its samples controlled by the test split's own controls (row i: example i)."""
     generator = torch.Generator().manual_seed(0)
     signal = split_controls(domain, control, run.config, "test", EVALUATE_CONTROLS, generator)
-    view = ControlRun(domain, run.config, run.denoiser, run.path, run.device, signal=signal,
-                      scale=_scale(run, request.options))
+    view = control_view(run.domain, run, signal, _scale(run, request.options))
     return domain.evaluate(view, dataclasses.replace(request, options=_inner_options(domain, "evaluate",
                                                                                       request.options)))
 
@@ -338,7 +372,7 @@ def _loss(view: Domain, control: Control, cfg: dict[str, Any], dropout: float):
         keep = None
         if dropout > 0:
             keep = torch.rand(signal.shape[0], generator=generator, device=generator.device) >= dropout
-        return inner(model, Batch(batch.x0, Controlled(batch.cond, signal.to(batch.x0.device), keep), batch.group),
+        return inner(model, Batch(batch.x0, with_control(batch.cond, signal.to(batch.x0.device), keep), batch.group),
                      generator)
 
     return loss

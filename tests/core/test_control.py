@@ -1,13 +1,15 @@
 """ControlNet (core/control.py) and the residual-features protocol of the toy MLP, the shared U-Net and the points
 transformer: at initialisation a controlled denoiser equals its base to 1e-6, the base is frozen and the branch is
-the base's encoder, the control reaches the branch as a condition or for a while, and guidance on the control."""
+the base's encoder, the control rides in the condition through batched guidance, and guidance on the control."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from polydiff.core.control import (Controllable, Controlled, ControlNet, GridControlEncoder, SetControlEncoder,
-                                   VectorControlEncoder, control_encoder, control_guided, encoder_kind)
+from polydiff.core.control import (Controllable, ControlGuided, ControlNet, GridControlEncoder, SetControlEncoder,
+                                   VectorControlEncoder, add_hint, control_encoder, drop_control, encoder_kind,
+                                   with_control)
+from polydiff.core.guidance import cfg
 from polydiff.core.denoisers import Denoiser
 from polydiff.domains.common.unet import UNet
 from polydiff.domains.points.network import PointSetTransformer
@@ -55,11 +57,10 @@ def test_at_initialisation_the_controlled_denoiser_is_the_base(name) -> None:
     reference = Denoiser(base, sigma_data=0.5)
     with torch.no_grad():
         expected = reference(x, sigma, cond)
-        got = controlled(x, sigma, Controlled(cond, control))
-        with controlled.net.controlling(control):
-            during = controlled(x, sigma, cond)
+        got = controlled(x, sigma, with_control(cond, control))
+        uncontrolled = controlled(x, sigma, cond)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
-    torch.testing.assert_close(during, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(uncontrolled, expected, rtol=0, atol=0)
 
 
 def test_the_base_is_frozen_the_branch_trains_and_the_unet_branch_is_its_encoder() -> None:
@@ -70,7 +71,7 @@ def test_the_base_is_frozen_the_branch_trains_and_the_unet_branch_is_its_encoder
     assert len(net.branch.up) == 0 and not any(k.startswith(("up.", "head.")) for k in net.branch.state_dict())
     net.train()
     assert net.branch.training and not net.base.training
-    Denoiser(net)(x, sigma, Controlled(cond, control)).square().mean().backward()
+    Denoiser(net)(x, sigma, with_control(cond, control)).square().mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.projections.parameters() if p.ndim == 2)
     assert all(p.grad is None for p in net.base.parameters())
     with pytest.raises(TypeError, match="residual features"):
@@ -89,18 +90,35 @@ def _trained(name: str, learned_null: bool = False):
     return net.eval(), x, sigma, cond, control
 
 
-def test_the_control_changes_the_output_and_batched_guidance_repeats_its_rows() -> None:
+def test_the_control_changes_the_output_and_stays_with_its_rows_under_batched_guidance() -> None:
     net, x, sigma, cond, control = _trained("toy")
     den = Denoiser(net)
+    null = torch.full_like(cond, -1)
     with torch.no_grad():
         plain = Denoiser(net.base)(x, sigma, cond)
-        out = den(x, sigma, Controlled(cond, control))
-        assert (out - plain).abs().max() > 1e-3
-        with net.controlling(control):
-            stacked = den(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([cond, cond]))
-            with net.mode("null"):
-                torch.testing.assert_close(den(x, sigma, cond), plain)
-    torch.testing.assert_close(stacked, torch.cat([out, out]), rtol=1e-5, atol=1e-6)
+        on = den(x, sigma, with_control(cond, control))
+        assert (on - plain).abs().max() > 1e-3
+        torch.testing.assert_close(den(x, sigma, drop_control(with_control(cond, control))), plain)
+        guided = cfg(den, 2.0, with_control(null, control))(x, sigma, with_control(cond, control))  # one stacked call
+        off = den(x, sigma, with_control(null, control))
+    torch.testing.assert_close(guided, off + 2.0 * (on - off), rtol=1e-5, atol=1e-5)
+
+
+def test_the_control_follows_its_cloud_through_anchored_point_sets() -> None:
+    """The points domain denoises big clouds in sets, repeating each cloud's condition over its sets."""
+    from polydiff.domains.points.anchored import anchored
+
+    net, _, _, _, _ = _trained("points")
+    den = Denoiser(net)
+    g = torch.Generator().manual_seed(3)
+    x, sigma = torch.randn(2, 40, 3, generator=g), torch.tensor([0.7, 2.0])
+    cond, control = {"label": torch.tensor([1, 0])}, torch.randn(2, 7, 3, generator=g)
+    sets = anchored(den, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        both = sets(x, sigma, with_control(cond, control))
+        second = sets(x[1:], sigma[1:], with_control({"label": cond["label"][1:]}, control[1:]))
+        assert (both - sets(x, sigma, cond)).abs().max() > 1e-3
+    torch.testing.assert_close(both[1:], second, rtol=1e-4, atol=1e-5)
 
 
 def test_dropped_rows_get_the_learned_null_and_guidance_on_the_control() -> None:
@@ -108,23 +126,21 @@ def test_dropped_rows_get_the_learned_null_and_guidance_on_the_control() -> None
     den = Denoiser(net)
     keep = torch.tensor([True, False, True, False, True, False])
     with torch.no_grad():
-        mixed = den(x, sigma, Controlled(cond, control, keep))
-        on = den(x, sigma, Controlled(cond, control))
-        off = den(x, sigma, Controlled(cond, control, torch.zeros(6, dtype=torch.bool)))
+        mixed = den(x, sigma, with_control(cond, control, keep))
+        on = den(x, sigma, with_control(cond, control))
+        off = den(x, sigma, drop_control(with_control(cond, control)))
         torch.testing.assert_close(mixed[keep], on[keep])
         torch.testing.assert_close(mixed[~keep], off[~keep])
         assert (off - Denoiser(net.base)(x, sigma, cond)).abs().max() > 1e-3
-        with net.controlling(control):
-            torch.testing.assert_close(control_guided(den, net, 1.0)(x, sigma, cond), on)
-            torch.testing.assert_close(control_guided(den, net, 3.0)(x, sigma, cond), off + 3 * (on - off))
+        torch.testing.assert_close(ControlGuided(den, 1.0)(x, sigma, with_control(cond, control)), on)
+        torch.testing.assert_close(ControlGuided(den, 3.0)(x, sigma, with_control(cond, control)), off + 3 * (on - off))
+        torch.testing.assert_close(ControlGuided(den, 3.0)(x, sigma, cond), den(x, sigma, cond))
     plain, *_ = _trained("toy")
     with pytest.raises(ValueError, match="learned_null"):
-        Denoiser(plain)(x, sigma, Controlled(cond, control, keep))
+        Denoiser(plain)(x, sigma, with_control(cond, control, keep))
 
 
 def test_hints_broadcast_and_resize_to_the_first_feature() -> None:
-    from polydiff.core.control import add_hint
-
     h = torch.zeros(2, 4, 6, 8)
     assert torch.equal(add_hint(h, torch.ones(2, 4), 1), torch.ones(2, 4, 6, 8))
     time = torch.arange(4.0).repeat(2, 4, 1)  # [B, C, 4] over the last axis of [B, C, 6, 8]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from polydiff.core.control import ControlNet
+from polydiff.core.control import ControlNet, with_control
 from polydiff.plugins.capabilities import TrainControlOptions
 from polydiff.plugins.control import (Control, control_config, controlled_domain, load_control_run, train_control,
                                       train_control_command)
@@ -65,8 +65,9 @@ def test_at_initialisation_the_control_run_is_the_base(toy, base) -> None:
     g = torch.Generator().manual_seed(0)
     x, sigma = torch.randn(64, 2, generator=g) * 3, torch.rand(64, generator=g) * 10 + 0.01
     labels, control = torch.randint(0, 2, (64,), generator=g), torch.randn(64, 1, generator=g)
-    with torch.no_grad(), den.net.controlling(control):
-        torch.testing.assert_close(den(x, sigma, labels), base.denoiser(x, sigma, labels), rtol=0, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(den(x, sigma, with_control(labels, control)), base.denoiser(x, sigma, labels),
+                                   rtol=0, atol=1e-6)
 
 
 def test_controlled_samples_follow_the_control(base, controlled) -> None:
@@ -76,6 +77,8 @@ def test_controlled_samples_follow_the_control(base, controlled) -> None:
     assert np.abs(points[:, 0] - CONTROLS[:, 0].numpy()).mean() < 0.1
     stronger = controlled.sample(500, control=CONTROLS, control_scale=2.0, seed=1)["points"]
     assert _corr(stronger, CONTROLS) > FOLLOWS
+    upper = controlled.sample(500, control=CONTROLS, label=0, guidance_scale=2.0, seed=1)["points"]
+    assert _corr(upper, CONTROLS) > FOLLOWS and upper[:, 1].mean() > 0.2  # moon 0 (the upper one), x as controlled
 
 
 def test_the_control_run_folder_loads_and_reads_control_files(toy, base, controlled, folders, tmp_path) -> None:
