@@ -156,7 +156,7 @@ def _null_cond(domain: Domain, cond: Any) -> Any:
     base, control, keep = split_control(cond)
     if control is None:
         return domain.null_cond(cond)
-    return with_control(domain.null_cond(base), control, keep)
+    return with_control(domain.null_cond(base) if base is not None else None, control, keep)
 
 
 def build_encoder(control: Control, spec: dict[str, Any], net: nn.Module) -> nn.Module:
