@@ -50,7 +50,20 @@ def _drawing(domain: Domain, command_name: str) -> list[Field]:
                  "default: the run's.", choices=("fp32", "bf16"))]
     if domain.classes is not None and command_name == "sample":
         fields.append(_f("label", str | None, None, domain.classes.help, flags=domain.classes.flags))
-    return fields
+    from polydiff.plugins.capabilities import ControlSampleOptions
+
+    control = [f for f in fields_of(ControlSampleOptions) if command_name == "sample" or f.name != "control"]
+    return fields + control
+
+
+def control_options(run: Any, shared: dict[str, Any]) -> dict[str, Any]:
+    """The control options given (``--control``, ``--control-scale``), refused for a run without a control branch."""
+    given = {k: shared[k] for k in ("control", "control_scale") if shared.get(k) is not None}
+    if given and not run.config.get("control"):
+        name = next(iter(given))
+        raise OptionError(f"--{name.replace('_', '-')}", f"{run.path} has no control branch; train one with "
+                          "train-control")
+    return given
 
 
 def shared_fields(domain: Domain, command_name: str) -> list[Field]:
@@ -62,6 +75,8 @@ def shared_fields(domain: Domain, command_name: str) -> list[Field]:
                   _f("resume", bool, False, "Continue the run in --out from its last checkpoint.", flags=("--resume",)),
                   _f("overwrite", bool, False, "Replace the run in --out.", flags=("--overwrite",)),
                   _f("steps", int | None, None, "Training steps (overrides the preset).", min=1),
+                  _f("latent", Path | None, None, "Autoencoder run folder (from train-autoencoder): diffuse in its "
+                     "latent space; sample and evaluate decode.", exists=True),
                   *_common(domain, command_name)]
         if domain.data_source is not None:
             ds = domain.data_source
@@ -119,13 +134,16 @@ def train_action(domain: Domain) -> Any:
                 section, key = f.spec.config.split(".", 1)
                 override = merge(override, {section: {key: value}})
         device = _prepare(shared)
+        from polydiff.plugins.latent import training_domain
         from polydiff.plugins.runs import train_folder
 
         from polydiff.core.training import distributed_context
 
         t0 = time.time()
         out, rank = shared["out"], distributed_context()[0]
-        run = train_folder(domain, out, preset=shared["preset"], config_file=shared["config"], override=override,
+        trained, extra = training_domain(domain, out, shared["latent"], shared["resume"], str(device))
+        override = merge(override, extra)
+        run = train_folder(trained, out, preset=shared["preset"], config_file=shared["config"], override=override,
                            device=str(device), seed=shared["seed"], resume=shared["resume"],
                            overwrite=shared["overwrite"], steps=shared["steps"],
                            command=_command_line() if rank == 0 else None)
@@ -177,7 +195,8 @@ def sample_into(domain: Domain, run: Any, shared: dict[str, Any], opts: Any, *, 
         samples = run.sample(shared["n"] if n is None else n, label=shared.get("label"), labels=labels,
                              sampler=shared["sampler"], steps=shared["steps"], guidance=shared["guidance"],
                              guidance_scale=shared["guidance_scale"], seed=shared["seed"] if seed is None else seed,
-                             precision=shared["precision"], progress=True, **as_options(opts))
+                             precision=shared["precision"], progress=True, **as_options(opts),
+                             **control_options(run, shared))
         record = {"run": str(run.path), "class": shared.get("label"), "options": as_dict(opts),
                   "command": _command_line()}
         return write_samples(domain, samples, out, record=record, overwrite=shared["overwrite"])
@@ -231,7 +250,8 @@ def evaluate_action(domain: Domain) -> Any:
         run = _open(domain, shared)
         metrics = run.evaluate(shared["n"], sampler=shared["sampler"], steps=shared["steps"],
                                guidance=shared["guidance"], guidance_scale=shared["guidance_scale"],
-                               seed=shared["seed"], precision=shared["precision"], progress=True, **as_options(opts))
+                               seed=shared["seed"], precision=shared["precision"], progress=True, **as_options(opts),
+                               **control_options(run, shared))
         for k, v in metrics.items():
             typer.echo(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
         if out is not None:
@@ -301,6 +321,41 @@ def edit_action(domain: Domain) -> Any:
     return act
 
 
+def train_autoencoder_action(domain: Domain) -> Any:
+    def act(values: dict[str, Any]) -> None:
+        from polydiff.plugins.capabilities import TrainAutoencoderOptions
+        from polydiff.plugins.latent import RECONSTRUCTION, train_autoencoder_command
+
+        own = {f.name: values[f.name] for f in fields_of(TrainAutoencoderOptions)}
+        device = _prepare(values)
+        t0 = time.time()
+        ae = train_autoencoder_command(domain, build_options(TrainAutoencoderOptions, own), str(device),
+                                       seed=values["seed"], command=_command_line())
+        a = ae.config["autoencoder"]
+        mse = json.loads((ae.path / RECONSTRUCTION).read_text())["mse"]
+        typer.echo(f"trained a {domain.name} autoencoder in {time.time() - t0:.0f} s -> {ae.path} (latent "
+                   f"{a['latent_shape']} for data {a['data_shape']}, reconstruction MSE {mse:.3g}, see "
+                   f"{ae.path / RECONSTRUCTION}); train a latent run with --latent {ae.path}")
+
+    return act
+
+
+def train_control_action(domain: Domain) -> Any:
+    def act(values: dict[str, Any]) -> None:
+        from polydiff.plugins.capabilities import TrainControlOptions
+        from polydiff.plugins.control import train_control_command
+
+        own = {f.name: values[f.name] for f in fields_of(TrainControlOptions)}
+        device = _prepare(values)
+        t0 = time.time()
+        run = train_control_command(domain, build_options(TrainControlOptions, own), str(device),
+                                    command=_command_line())
+        typer.echo(f"trained the {own['control']} control of {domain.name} in {time.time() - t0:.0f} s -> {run.path}; "
+                   f"sample with --run {run.path} --control FILE")
+
+    return act
+
+
 def capability_fields(domain: Domain, options: type) -> list[Field]:
     """A capability command's options: its declared dataclass and the computing options every command has (those it
     does not declare itself)."""
@@ -333,7 +388,8 @@ def build_domain_app(domain: Domain) -> typer.Typer:
         app.command(name, help=verb.help)(command(name, verb.help, _fields(domain, verb.command, verb), act,
                                                   argument=verb.argument))
 
-    from polydiff.plugins.capabilities import EditOptions, PersonalizeOptions
+    from polydiff.plugins.capabilities import (EditOptions, PersonalizeOptions, TrainAutoencoderOptions,
+                                               TrainControlOptions)
     from polydiff.plugins.distill import DistillOptions
 
     capabilities = {
@@ -343,10 +399,17 @@ def build_domain_app(domain: Domain) -> typer.Typer:
                         "(--instances), with prior preservation; --lora-rank for a small adapter."),
         "edit": (EditOptions, edit_action, "Redraw examples (--input) as another class (--to): inverted along the "
                  "probability-flow ODE and regenerated, or SDEdit."),
+        "train-autoencoder": (TrainAutoencoderOptions, train_autoencoder_action, "Train an autoencoder of the "
+                              "domain's data into a run folder (reconstruction metrics in reconstruction.json); then "
+                              "`train --latent OUT` diffuses in its latent space."),
+        "train-control": (TrainControlOptions, train_control_action, "Train a ControlNet branch on a frozen run for "
+                          "one of the domain's control signals (--control KIND); then `sample --control FILE`."),
     }
     for name, (options, action, text) in capabilities.items():
         if name in ("personalize", "edit") and domain.classes is None:
             continue  # they bind and swap class labels
+        if name == "train-control" and not getattr(domain, "controls", None):
+            continue  # the domain computes no control signal
         app.command(name, help=text)(command(name, text, capability_fields(domain, options), action(domain)))
 
     @app.command("export")

@@ -114,7 +114,50 @@ class PersonalizedSection:
     lora_alpha: float | None = None
 
 
-OPTIONAL = {"distillation": DistillationSection, "personalized": PersonalizedSection}
+@dataclass
+class LatentSection:
+    """The autoencoder a latent run diffuses in (written by ``train --latent``; ``plugins/latent.py``)."""
+
+    autoencoder: str = ""
+    """The autoencoder run folder; a relative path is read against the run folder (an export ships it inside)."""
+    shape: list[int] = field(default_factory=list)
+    data_shape: list[int] = field(default_factory=list)
+    shift: float = 0.0
+    scale: float = 1.0
+    network: str = "auto"
+    """The denoiser over latents: ``auto`` (the domain's ``latent_network``, else its own network when latents have
+    the data's shape, else generic), ``domain`` or ``generic``."""
+    width: int | None = None
+    depth: int = 4
+
+    def __post_init__(self) -> None:
+        if self.network not in ("auto", "domain", "generic"):
+            raise ValueError(f"network must be auto, domain or generic, not {self.network!r}")
+        if self.scale <= 0:
+            raise ValueError(f"scale must be positive, got {self.scale}")
+
+
+@dataclass
+class ControlSection:
+    """The control branch of a control run (written by ``train-control``; ``plugins/control.py``)."""
+
+    kind: str = ""
+    base_run: str = ""
+    control_shape: list[int] = field(default_factory=list)
+    encoder: str = "vector"
+    width: int = 128
+    dropout: float = 0.0
+    guidance_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ("domain", "vector", "set", "grid"):
+            raise ValueError(f"encoder must be domain, vector, set or grid, not {self.encoder!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+OPTIONAL = {"distillation": DistillationSection, "personalized": PersonalizedSection, "latent": LatentSection,
+            "control": ControlSection}
 """Sections validated only when present (written by a capability, not by ``train``)."""
 
 

@@ -23,8 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,8 @@ from polydiff.core.control import (ControlGuided, ControlNet, Controllable, cont
 from polydiff.core.training import Trainer, TrainConfig
 
 from .capabilities import ControlSampleOptions, TrainControlOptions
-from .config import validate_config, validate_section
-from .domain import Batch, Domain, EvaluateRequest, SampleRequest, Samples
+from .config import ControlSection, validate_config, validate_section
+from .domain import Batch, Control, Domain, EvaluateRequest, SampleRequest, Samples
 from .errors import OptionError, UsageError
 from .folders import locked, prepare_train_folder
 from .manager import get_manager
@@ -48,43 +47,6 @@ from .personalize import cat_rows, load_any, read_array
 from .runs import Run, build_denoiser, default_loss, load_run
 
 EVALUATE_CONTROLS = 2000
-
-
-@dataclass(frozen=True)
-class Control:
-    """A kind of control signal a domain computes (proposed for ``plugins/domain.py`` as ``Domain.controls``)."""
-
-    compute: Callable[[Batch, torch.Generator], torch.Tensor]
-    """``(clean batch, generator) -> controls [B, ...]``, one per example, in the network's space (training and
-    ``evaluate``; the generator for random views)."""
-    help: str = ""
-    read: Callable[[Path, dict[str, Any]], torch.Tensor] | None = None
-    """``(file, run_config) -> controls [m, ...]`` for ``sample --control FILE``; None: a .npy/.pt array."""
-    encoder: Callable[[list[int], int, int], nn.Module] | None = None
-    """``(control_shape, channels, feature_axis) -> module`` mapping controls to the hint; None: the generic encoder
-    for the control's shape (``core.control.control_encoder``)."""
-
-
-@dataclass
-class ControlSection:
-    """The ``control`` section of a control run (proposed as an OPTIONAL section of ``plugins/config.py``)."""
-
-    kind: str = ""
-    base_run: str = ""
-    control_shape: list[int] = field(default_factory=list)
-    encoder: str = "vector"
-    """``domain`` (the Control's own), ``vector``, ``set`` or ``grid`` (``core.control``)."""
-    width: int = 128
-    dropout: float = 0.0
-    """Control dropout while training; > 0 learns a null hint, the null control of guidance on the control."""
-    guidance_scale: float = 1.0
-    """Default scale of guidance on the control: D_null + s (D_control - D_null)."""
-
-    def __post_init__(self) -> None:
-        if self.encoder not in ("domain", "vector", "set", "grid"):
-            raise ValueError(f"encoder must be domain, vector, set or grid, not {self.encoder!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 def controls_of(domain: Domain) -> dict[str, Control]:

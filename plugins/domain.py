@@ -186,6 +186,21 @@ class Verb:
     argument: str | None = None
 
 
+@dataclass(frozen=True)
+class Control:
+    """A kind of control signal for ``train-control --control KIND`` (ControlNet, ``polydiff.core.control``)."""
+
+    compute: Callable[[Batch, "torch.Generator"], "torch.Tensor"]
+    """``(clean batch, generator) -> controls [B, ...]``, one per example (training, and ``evaluate`` on the test
+    split); the generator for random views (points: the camera of the partial scan)."""
+    help: str = ""
+    read: Callable[[Path, dict[str, Any]], "torch.Tensor"] | None = None
+    """``(file, run_config) -> controls [m, ...]`` for ``sample --control FILE``; None: a .npy/.pt array."""
+    encoder: Callable[[list[int], int, int], "nn.Module"] | None = None
+    """``(control_shape, channels, feature_axis) -> module`` mapping controls to the hint added to the network's first
+    feature ([B, C] or that feature's shape); None: the generic encoder for the control's shape."""
+
+
 @dataclass
 class Domain:
     """What a domain supplies. The first block is required; the rest have working defaults."""
@@ -257,6 +272,16 @@ class Domain:
     label_cond: Callable[["torch.Tensor"], Any] | None = None
     """Class labels [n] -> the condition its network takes (e.g. ``{"label": labels}``); None: the label tensor
     itself. Personalization and editing build conditions with it for examples read without one."""
+    autoencoder: Callable[[dict[str, Any]], "nn.Module"] | None = None
+    """``(autoencoder run config) -> module`` following ``polydiff.core.autoencoders.Autoencoder`` (``posterior``,
+    ``encode``, ``decode``; optionally ``loss``) for ``train-autoencoder``; its settings are the config's
+    ``autoencoder.args``. None: the generic autoencoder for the data's shape (MLP for vectors, conv for grids)."""
+    latent_network: Callable[[dict[str, Any]], "nn.Module"] | None = None
+    """``(latent run config) -> F(z_in, c_noise, cond)`` over latents shaped ``config["latent"]["shape"]``, for
+    ``train --latent AE``. None: ``build_network`` when latents have the data's shape, else a generic network."""
+    controls: dict[str, Control] = field(default_factory=dict)
+    """Control signals computed from clean examples, by kind (``train-control --control KIND``); the network must
+    expose its residual features (``polydiff.core.control``)."""
 
     def preset(self, name: str) -> dict[str, Any]:
         """The preset ``name``, or a usage error listing the presets."""

@@ -39,7 +39,7 @@ from polydiff.core.checkpoint import load_checkpoint, save_checkpoint, write_jso
 from polydiff.core.training import Trainer, TrainConfig, load_weights
 
 from .capabilities import TrainAutoencoderOptions
-from .config import merge, read_config_file, validate_config, validate_section
+from .config import LatentSection, merge, read_config_file, validate_config, validate_section
 from .domain import Batch, Domain, EvaluateRequest, SampleRequest, SampleSettings
 from .errors import ConfigError, OptionError, UsageError
 from .folders import locked, prepare_train_folder
@@ -81,31 +81,6 @@ class AutoencoderSection:
     def __post_init__(self) -> None:
         if self.network not in ("auto", "domain", "mlp", "conv"):
             raise ValueError(f"network must be auto, domain, mlp or conv, not {self.network!r}")
-        if self.scale <= 0:
-            raise ValueError(f"scale must be positive, got {self.scale}")
-
-
-@dataclass
-class LatentSection:
-    """The ``latent`` section of a latent diffusion run (proposed as an OPTIONAL section of ``plugins/config.py``)."""
-
-    autoencoder: str = ""
-    """The autoencoder run folder; a relative path is read against the run folder (an exported run ships it as
-    ``autoencoder/``)."""
-    shape: list[int] = field(default_factory=list)
-    data_shape: list[int] = field(default_factory=list)
-    shift: float = 0.0
-    scale: float = 1.0
-    network: str = "auto"
-    """The denoiser over latents: ``auto`` (the domain's ``latent_network`` if declared, else the domain's own network
-    when latents have the data's shape, else generic), ``domain`` or ``generic`` (``core.autoencoders``)."""
-    width: int | None = None
-    depth: int = 4
-    """Generic network: width (default 256 for vectors, 64 for grids) and blocks."""
-
-    def __post_init__(self) -> None:
-        if self.network not in ("auto", "domain", "generic"):
-            raise ValueError(f"network must be auto, domain or generic, not {self.network!r}")
         if self.scale <= 0:
             raise ValueError(f"scale must be positive, got {self.scale}")
 

@@ -167,6 +167,10 @@ def export_run(run_dir: Path, out: Path, dtype: str = "float16", *, overwrite: b
         for name in ("config.json", "loss.png", "metrics.jsonl", "command.txt"):
             if (run_dir / name).is_file():
                 shutil.copyfile(run_dir / name, staged / name)
+        if json.loads((run_dir / "config.json").read_text()).get("latent"):  # ship the decoder with the run
+            from .latent import bundle_autoencoder
+
+            bundle_autoencoder(run_dir, staged)
         replace_folder(staged, out)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
@@ -187,6 +191,14 @@ def load_run(domain: Domain, run_dir: Path | None = None, device: str | torch.de
     cfg = json.loads(cfg_path.read_text())
     if cfg.get("domain") != domain.name:
         raise UsageError(f"--run {run_dir} holds a {cfg.get('domain')!r} run, not {domain.name!r}")
+    if cfg.get("latent") and "latent" not in domain.sections:  # loaded through its latent view, which decodes
+        from .latent import load_latent_run
+
+        return load_latent_run(domain, run_dir, device)
+    if cfg.get("control") and "control" not in domain.sections:  # loaded through its controlled view
+        from .control import load_control_run
+
+        return load_control_run(domain, run_dir, device)
     if (cfg.get("personalized") or {}).get("lora_rank"):  # an adapter on its base run
         from .personalize import load_personalized
 

@@ -49,3 +49,8 @@ def read_instances(path: Path, config: dict[str, Any]) -> Batch:
     if x.ndim != 2 or x.shape[1] not in (2, 3):
         raise UsageError(f"{path}: expected points [n, 2] or [n, 3] (x, y, class), got {tuple(x.shape)}")
     return Batch(x[:, :2], x[:, 2].long() if x.shape[1] == 3 else None)
+
+
+def x_control(batch: Batch, generator: torch.Generator) -> torch.Tensor:
+    """The ``x`` control: each point's x coordinate [B, 1]."""
+    return batch.x0[:, :1]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from polydiff.plugins import hookimpl
-from polydiff.plugins.domain import Classes, Count, DataSource, Domain
+from polydiff.plugins.domain import Classes, Control, Count, DataSource, Domain
 from polydiff.plugins.lazy import lazy
 from polydiff.plugins.options import option
 
@@ -109,6 +109,9 @@ def make_domain() -> Domain:
         null_cond=lazy("polydiff.domains.common.embeddings:null_labels"),
         shipped_run=SHIPPED,
         read_instances=lazy("polydiff.domains.toy.model:read_instances"),
+        controls={"x": Control(lazy("polydiff.domains.toy.model:x_control"),
+                               "The point's x coordinate (a one-dimensional partial observation); --control: a .npy "
+                               "of x values [n, 1].")},
     )
 
 

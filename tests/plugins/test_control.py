@@ -110,10 +110,10 @@ def test_control_dropout_learns_a_null_control_for_guidance(base, tmp_path) -> N
 
 def test_the_command_and_what_it_refuses(toy, base, folders, tmp_path) -> None:
     options = {"run": folders / "base", "control": "x", "out": tmp_path / "cmd", "steps": 10}
+    silent = dataclasses.replace(toy, controls={})
     with pytest.raises(OptionError, match="controls: none"):
-        train_control_command(toy, build_options(TrainControlOptions, options))
-    declaring = dataclasses.replace(toy)
-    declaring.controls = {"x": X}
+        train_control_command(silent, build_options(TrainControlOptions, options))
+    declaring = dataclasses.replace(toy, controls={"x": X})
     run = train_control_command(declaring, build_options(TrainControlOptions, options), progress=False)
     assert run.config["train"]["steps"] == 10 and load_control_run(declaring, tmp_path / "cmd").config["control"]
     with pytest.raises(OptionError, match="--out"):
