@@ -38,7 +38,7 @@ def presets() -> dict[str, dict[str, Any]]:
         "train": {"steps": 200, "batch_size": 16, "lr": 1e-3, "ema_decay": 0.99, "warmup": 20, "log_every": 10,
                   "ckpt_every": 100, "weight_decay": 0.0},
         "sample": {"sampler": "heun", "steps": 18, "grid": "karras", "sigma_min": 0.002, "sigma_max": 80.0,
-                   "guidance_scale": 1.0, "anchored": True},
+                   "guidance_scale": 1.0, "anchored": True, "precision": "bf16"},
     }
     cpu = {
         **quick,
