@@ -53,7 +53,8 @@ def polydiff_cli(app: Any) -> None:
 
 @hookspec
 def polydiff_train_step_end(run_dir: Path, step: int, loss: float) -> None:
-    """Observe training: called at each logged step (every ``log_every`` steps) with the mean loss since the last."""
+    """Observe training: called at each logged step (every ``log_every`` steps) with the mean loss since the last,
+    averaged over ranks under ``torchrun`` and called on rank 0 only."""
 
 
 @hookspec
