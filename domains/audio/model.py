@@ -9,11 +9,10 @@ from torch import nn
 from polydiff.plugins.errors import ConfigError
 
 from .data import data_config, mel_config, sampling_spec
-from .features import MelConfig
 from .fsdd import follows_convention, locate
 from .network import MelUNet, NetConfig
 from .plugin import FSDD_RATE
-from .vocoder_net import DiffWave, MelGenerator
+from .vocoder_net import DiffWave, MelGenerator, MelToLinear
 
 
 VOCODER_KEYS = ("kind", "channels", "layers", "cycle")
@@ -26,9 +25,9 @@ def build_network(cfg: dict[str, Any]) -> nn.Module:
     kind = n.get("kind", "unet")
     if (kind == "unet") != (d["target"] == "mels"):
         raise ConfigError(f"network.kind {kind!r} does not fit data.target {d['target']!r}: a 'mels' run uses the "
-                          "'unet', a 'waves' run (a vocoder, `train-vocoder`) 'diffwave' or 'hifigan'")
+                          "'unet', a 'waves' run (a vocoder, `train-vocoder`) 'mel2linear', 'diffwave' or 'hifigan'")
     if kind != "unet":
-        return build_vocoder(kind, n, mel_config(d))
+        return build_vocoder(kind, cfg)
     spec = sampling_spec(cfg)
     classes = len(spec.class_names) if spec.conditional else 0
     net = {k: tuple(v) if isinstance(v, list) else v for k, v in n.items() if k not in VOCODER_KEYS}
@@ -36,8 +35,13 @@ def build_network(cfg: dict[str, Any]) -> nn.Module:
                              n_mels=int(d["n_mels"]), **net))
 
 
-def build_vocoder(kind: str, n: dict[str, Any], mel: MelConfig) -> nn.Module:
-    """A ``diffwave`` or ``hifigan`` vocoder for the log-mels of ``mel``."""
+def build_vocoder(kind: str, cfg: dict[str, Any]) -> nn.Module:
+    """The ``mel2linear``, ``diffwave`` or ``hifigan`` vocoder of a config, for its data's log-mels."""
+    n, mel = cfg["network"], mel_config(data_config(cfg["data"]))
+    if kind == "mel2linear":
+        norm = sampling_spec(cfg).normalizer
+        return MelToLinear(mel, norm.mean, norm.std, int(n["channels"]), int(n["layers"]),
+                           int(cfg["sample"].get("gl_iters", 32)))
     if kind == "diffwave":
         return DiffWave(mel.n_mels, mel.hop, int(n["channels"]), int(n["layers"]), int(n["cycle"]))
     return MelGenerator(mel.n_mels, mel.hop, int(n["channels"]))

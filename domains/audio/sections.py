@@ -58,12 +58,14 @@ class Network:
     vocoder (``vocoder_net.py``)."""
 
     kind: str = "unet"
-    """``unet`` (the mel U-Net of a ``mels`` run), or a vocoder of a ``waves`` run: ``diffwave`` (a mel-conditioned
-    waveform denoiser) or ``hifigan`` (a one-step generator trained with spectral losses)."""
+    """``unet`` (the mel U-Net of a ``mels`` run), or a vocoder of a ``waves`` run: ``mel2linear`` (a learned inverse
+    mel scale, Griffin-Lim for the phase), ``diffwave`` (a mel-conditioned waveform denoiser) or ``hifigan`` (a
+    one-step generator trained with spectral losses)."""
     channels: int = 64
-    """Vocoders: DiffWave's residual channels, or the generator's channels at frame rate (halved per upsampling)."""
+    """Vocoders: DiffWave's residual channels, the generator's channels at frame rate (halved per upsampling), or
+    mel2linear's channels."""
     layers: int = 20
-    """DiffWave: residual layers."""
+    """DiffWave's residual layers, or mel2linear's residual convolutions."""
     cycle: int = 10
     """DiffWave: dilations 1, 2, ..., 2^(cycle-1), repeated."""
     layout: str = "2d"
@@ -75,8 +77,8 @@ class Network:
     pos_channels: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("unet", "diffwave", "hifigan"):
-            raise ValueError(f"network.kind must be 'unet', 'diffwave' or 'hifigan', not {self.kind!r}")
+        if self.kind not in ("unet", "mel2linear", "diffwave", "hifigan"):
+            raise ValueError(f"network.kind must be 'unet', 'mel2linear', 'diffwave' or 'hifigan', not {self.kind!r}")
 
 
 @dataclass

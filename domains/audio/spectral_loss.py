@@ -1,5 +1,5 @@
-"""Spectral losses of a one-step vocoder and the audio domain's loss: those for ``hifigan`` runs, the framework's
-denoising loss for every other run.
+"""Spectral losses of the one-step vocoders and the audio domain's loss: those for ``hifigan`` and ``mel2linear`` runs,
+the framework's denoising loss for every other run.
 
 A waveform's phase is not determined by its mel, so a regression on samples averages phases away; magnitudes are. The
 loss is HiFi-GAN's L1 between log-mels (the judge's own analysis: what a listener's clip is scored on) plus the
@@ -75,10 +75,30 @@ def _framework_loss(key: str) -> Any:
     return default_loss(replace(make_domain(), loss=None), json.loads(key))
 
 
+def log_power(wave: torch.Tensor, config: MelConfig, frames: int) -> torch.Tensor:
+    """Log power spectra [B, n_fft/2 + 1, frames] of waveforms [B, T], analysed as the log-mels are (centred Hann
+    windows, the mel floor)."""
+    window = torch.hann_window(config.n_fft, device=wave.device)
+    spec = torch.stft(wave.float(), config.n_fft, config.hop, window=window, return_complex=True)
+    return spec.abs().pow(2).clamp(min=config.floor).log()[..., :frames]
+
+
+def linear_loss(net: torch.nn.Module, batch: Any) -> torch.Tensor:
+    """L1 of a ``MelToLinear`` network's log power spectra against the clips' own, plus L1 of their log-mels."""
+    mel = batch.cond["mel"]
+    pred = net.log_power(mel)
+    target = log_power(batch.x0[:, 0], net.mel, mel.shape[-1])
+    return (pred - target).abs().mean() + (net.mel_of_power(pred) - net.mel_of_power(target)).abs().mean()
+
+
 def loss(model: torch.nn.Module, batch: Any, generator: torch.Generator, cfg: dict[str, Any]) -> torch.Tensor:
     """The audio domain's training loss: spectral losses of G(mel) for a ``hifigan`` vocoder (its denoiser is called
-    at sigma 1 on zeros, which it ignores), the framework's own loss for every other run."""
-    if cfg["network"].get("kind", "unet") != "hifigan":
+    at sigma 1 on zeros, which it ignores), log-power L1 for a ``mel2linear`` one, the framework's own loss for every
+    other run."""
+    kind = cfg["network"].get("kind", "unet")
+    if kind == "mel2linear":
+        return linear_loss(getattr(model, "module", model).net, batch)
+    if kind != "hifigan":
         return _framework_loss(json.dumps(cfg, sort_keys=True))(model, batch, generator)
     from .data import mel_config
 

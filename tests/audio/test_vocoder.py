@@ -10,19 +10,21 @@ import torch
 from typer.testing import CliRunner
 
 from polydiff.domains.audio.data import sampling_spec
-from polydiff.domains.audio.features import GriffinLimInverter
+from polydiff.domains.audio.features import GriffinLimInverter, LogMel, MelConfig
 from polydiff.domains.audio.model import data_source
 from polydiff.domains.audio.plugin import make_domain
-from polydiff.domains.audio.vocoder_net import DiffWave, MelGenerator, upsample_frames, upsample_factors
+from polydiff.domains.audio.vocoder_net import DiffWave, MelGenerator, MelToLinear, upsample_factors, upsample_frames
 from polydiff.plugins.errors import ConfigError, OptionError
 from polydiff.plugins.runs import Run, build_denoiser, resolve_config, train
 
 TINY_TRAIN = {"steps": 1, "batch_size": 4, "log_every": 1, "ckpt_every": 1, "progress": False, "warmup": 0}
-TINY_VOCODERS = {"hifigan": {"kind": "hifigan", "channels": 16}, "diffwave": {"kind": "diffwave", "channels": 8,
-                                                                             "layers": 4, "cycle": 2}}
+TINY_VOCODERS = {"mel2linear": {"kind": "mel2linear", "channels": 16, "layers": 2},
+                 "hifigan": {"kind": "hifigan", "channels": 16},
+                 "diffwave": {"kind": "diffwave", "channels": 8, "layers": 4, "cycle": 2}}
 
 
-@pytest.mark.parametrize("net", [DiffWave(64, 128, channels=8, layers=4, cycle=2), MelGenerator(64, 128, channels=16)])
+@pytest.mark.parametrize("net", [DiffWave(64, 128, channels=8, layers=4, cycle=2), MelGenerator(64, 128, channels=16),
+                                 MelToLinear(MelConfig.for_rate(8000), -9.0, 3.8, channels=16, layers=2, gl_iters=2)])
 def test_vocoder_forward_shapes(net):
     for samples, frames in ((8000, 64), (4096, 32)):
         out = net(torch.randn(2, 1, samples), torch.zeros(2), {"mel": torch.randn(2, 64, frames)})
@@ -31,6 +33,17 @@ def test_vocoder_forward_shapes(net):
         net(torch.randn(2, 1, 4096), torch.zeros(2), None)
     with pytest.raises(ValueError, match="do not cover"):
         net(torch.randn(2, 1, 4096), torch.zeros(2), {"mel": torch.randn(2, 64, 8)})
+
+
+def test_mel_to_linear_starts_at_the_pseudo_inverse_and_keeps_the_mel():
+    cfg = MelConfig.for_rate(8000)
+    net = MelToLinear(cfg, 0.0, 1.0, channels=8, layers=1)
+    wave = torch.sin(torch.arange(8000) * 0.2)[None] * torch.hann_window(8000)[None]
+    mel = LogMel(cfg)(wave)
+    with torch.no_grad():
+        again = net.mel_of_power(net.log_power(mel))
+    loud = mel > mel.max() - 8
+    assert float((again - mel)[loud].abs().mean()) < 0.5
 
 
 def test_frame_i_sits_on_sample_i_hop():
@@ -45,7 +58,8 @@ def vocoders(convention, tmp_path_factory):
     """A one-step vocoder run of each kind, trained through polydiff's ``train`` on the convention folder."""
     domain, out = make_domain(), {}
     for kind, net in TINY_VOCODERS.items():
-        cfg = resolve_config(domain, "vocoder", {**data_source(str(convention)), "network": net, "train": TINY_TRAIN})
+        preset = "mel2linear" if kind == "mel2linear" else "vocoder"
+        cfg = resolve_config(domain, preset, {**data_source(str(convention)), "network": net, "train": TINY_TRAIN})
         cfg["data"]["valid_takes"] = 1
         out[kind] = train(domain, cfg, tmp_path_factory.mktemp(kind))
     return out
@@ -57,7 +71,8 @@ def test_one_training_step_of_each_kind(vocoders):
         assert len(rows) == 1 and rows[0]["step"] == 1 and rows[0]["loss"] > 0, kind
         assert run.config["data"]["target"] == "waves" and run.config["network"]["kind"] == kind
         batch = run.domain.collate([run.domain.build_dataset(run.config["data"], "train")[i] for i in range(3)])
-        assert batch.x0.shape == (3, 1, 32 * 128) and batch.cond["mel"].shape == (3, 64, 32)
+        frames = run.config["data"]["segment_frames"]
+        assert batch.x0.shape == (3, 1, frames * 128) and batch.cond["mel"].shape == (3, 64, frames)
 
 
 def test_a_vocoder_run_samples_and_scores_its_floor(vocoders, tmp_path):
