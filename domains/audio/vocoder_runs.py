@@ -7,6 +7,7 @@ import time
 import torch
 
 from polydiff.plugins.domain import EvaluateRequest, SampleRequest, Samples
+from polydiff.plugins.errors import OptionError
 
 from .data import Prepared, prepare
 from .evaluation import get_judge, reanalyse, score
@@ -30,6 +31,11 @@ def pick_clips(p: Prepared, labels: torch.Tensor | None, n: int) -> torch.Tensor
 
 def generate(run, request: SampleRequest) -> Samples:
     """``n`` held-out clips (of the requested classes) re-synthesised from their log-mels by this vocoder run."""
+    opts = request.options
+    for name in ("inpaint", "mask", "vocoder"):
+        if opts is not None and getattr(opts, name, None) is not None:
+            raise OptionError(f"--{name}", "a vocoder run re-synthesises held-out clips; use it with a mel model's "
+                                           "sample --vocoder RUN")
     p = prepare(run.config["data"])
     idx = pick_clips(p, request.labels, request.n)
     vocoder = Learned(run, settings=request.settings, generator=request.generator)

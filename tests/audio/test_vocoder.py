@@ -80,6 +80,8 @@ def test_a_vocoder_run_samples_and_scores_its_floor(vocoders, tmp_path):
     out = run.sample(2, label="four", seed=0)
     assert out["waves"].shape == (2, 8000) and out["labels"] == [4, 4]
     assert all(name.startswith("4_") for name in out.meta["resynthesised"])
+    with pytest.raises(OptionError, match="--vocoder: a vocoder run re-synthesises"):
+        run.sample(1, vocoder="griffin-lim")
     metrics = run.evaluate(20, classifier_epochs=1, gl_iters=2)
     for key in ("vocoder_floor_accuracy", "vocoder_floor_fid", "floor_fid", "real_fid", "vocoder_floor_log_mel_l1"):
         assert key in metrics
