@@ -58,7 +58,7 @@ def vocoders(convention, tmp_path_factory):
     """A one-step vocoder run of each kind, trained through polydiff's ``train`` on the convention folder."""
     domain, out = make_domain(), {}
     for kind, net in TINY_VOCODERS.items():
-        preset = "mel2linear" if kind == "mel2linear" else "vocoder"
+        preset = "mel2linear" if kind == "mel2linear" else "hifigan"
         cfg = resolve_config(domain, preset, {**data_source(str(convention)), "network": net, "train": TINY_TRAIN})
         cfg["data"]["valid_takes"] = 1
         out[kind] = train(domain, cfg, tmp_path_factory.mktemp(kind))
@@ -133,8 +133,29 @@ def test_train_vocoder_is_a_verb_of_the_contract(convention, tmp_path, monkeypat
                                            "--out", "voc", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     cfg = json.loads((tmp_path / "voc" / "config.json").read_text())
-    assert cfg["preset"] == "vocoder" and cfg["data"]["target"] == "waves" and cfg["network"]["kind"] == "hifigan"
+    assert cfg["preset"] == "mel2linear" and cfg["data"]["target"] == "waves" and cfg["network"]["kind"] == "hifigan"
     (tmp_path / "short.json").write_text(json.dumps({"train": TINY_TRAIN, "data": {"valid_takes": 1}}))
     res = CliRunner().invoke(build_app(), ["audio", "train-vocoder", "--preset", "quick", "--out", "v2", "--device",
                                            "cpu", "--data", str(convention), "--config", "short.json"])
     assert res.exit_code == 2 and "does not fit data.target" in res.output, res.output
+
+
+def test_shipped_vocoder_beats_griffin_lim_on_real_test_takes():
+    from polydiff.domains.audio import fsdd
+    from polydiff.domains.audio.clips import load_audio, prepare_clip
+    from polydiff.domains.audio.vocoding import SHIPPED_VOCODER, GriffinLim, load_vocoder
+
+    folder = next((f for f in fsdd.default_folders() if fsdd.recordings(f)), None)
+    if folder is None:
+        pytest.skip("the FSDD folder (../shared/data/fsdd) is not here")
+    if not (SHIPPED_VOCODER / "config.json").is_file():
+        pytest.fail("the shipped vocoder is not in the package")
+    cfg = MelConfig.for_rate(8000)
+    takes = [r for r in fsdd.recordings(folder) if r.take == 0 and r.speaker in ("theo", "lucas")]
+    waves = torch.stack([prepare_clip(*load_audio(r.path), 8000, target=8000) for r in takes])
+    lm = LogMel(cfg)
+    mel = lm(waves)
+    learned = load_vocoder(make_domain(), SHIPPED_VOCODER, "cpu", cfg)
+    err = {name: float((lm(voc(mel)) - mel).abs().mean()) for name, voc in
+           (("learned", learned), ("griffin-lim", GriffinLim(cfg, 32)))}
+    assert err["learned"] < 0.8 * err["griffin-lim"], err
