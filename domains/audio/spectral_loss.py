@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -54,7 +55,7 @@ def vocoder_loss(pred: torch.Tensor, target: torch.Tensor, config: MelConfig, me
     """``mel_weight`` x mel L1 + multi-resolution STFT loss for waveforms [B, 1, T] (windows n_fft/4 .. n_fft)."""
     pred, target = pred[:, 0], target[:, 0]
     sizes = (config.n_fft // 4, config.n_fft // 2, config.n_fft)
-    return mel_weight * _mel_loss(json.dumps(config.__dict__, sort_keys=True))(pred, target) + \
+    return mel_weight * _mel_loss(json.dumps(asdict(config), sort_keys=True))(pred, target) + \
         multi_resolution_stft(pred, target, sizes)
 
 

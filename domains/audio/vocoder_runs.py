@@ -50,12 +50,14 @@ def generate(run, request: SampleRequest) -> Samples:
 
 def evaluate(run, request: EvaluateRequest) -> dict[str, float]:
     """The vocoder's floor on the held-out clips (``vocoder_floor_``: accuracy, FID, IS, ...) beside the real clips
-    (``real_``) and Griffin-Lim's floor (``floor_``), with the log-mel error of each re-synthesis and its time."""
+    (``real_``) and Griffin-Lim's floor (``floor_``), with the log-mel error of each re-synthesis and its time;
+    ``-n`` takes that many test clips spread over the set."""
     opts = request.options
     p = prepare(run.config["data"])
     if request.n is not None and request.n < len(p.test):
-        p = Prepared(p.train, p.test.subset(list(range(request.n))), p.normalizer, p.train_x, p.test_x[:request.n],
-                     p.conditional, p.valid, p.valid_x)
+        idx = torch.linspace(0, len(p.test) - 1, request.n).round().long().tolist()
+        p = Prepared(p.train, p.test.subset(idx), p.normalizer, p.train_x, p.test_x[idx], p.conditional, p.valid,
+                     p.valid_x)
     judge = get_judge(p, epochs=opts.classifier_epochs)
     gl = opts.gl_iters or int(run.config["sample"]["gl_iters"])
     floors = {"floor_": GriffinLim(p.normalizer.config, gl),
