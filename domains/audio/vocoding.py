@@ -8,6 +8,7 @@ test takes; see its TRAINED_WITH.txt), else Griffin-Lim.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -101,8 +102,6 @@ def load_vocoder(domain: Any, folder: Path, device: Any, mel: MelConfig) -> Lear
 
 def shipped_fits(mel: MelConfig) -> bool:
     """Whether the shipped vocoder exists and inverts log-mels of exactly ``mel``'s analysis."""
-    import json
-
     path = SHIPPED_VOCODER / "config.json"
     return path.is_file() and mel_of(json.loads(path.read_text())) == asdict(mel)
 
