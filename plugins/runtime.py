@@ -7,9 +7,9 @@ from .errors import OptionError
 
 THREADS_ENV = "POLYDIFF_THREADS"
 DEFAULT_THREADS = 1
-"""One thread unless asked: on a shared 2-core machine two threads made ``audio sample -n 8 --steps 10`` 4.4-4.8x
-slower (8.8 s vs 42.3 s with the machine's other jobs, 18.1 s vs 79.3 s with two more spinning neighbours;
-``benchmarks/threads.py``), and the test suite 2.7x slower; the idle figure is in the README."""
+"""One thread unless asked: on a shared 2-core machine two threads made ``audio sample -n 8 --steps 10`` 2-6x slower
+(``benchmarks/threads.py``: 5.1 s vs 28.8 s with one other training job on the machine, 8.8 s vs 42.3 s with several,
+18.1 s vs 79.3 s with two more spinning neighbours), and the test suite 2.7x slower."""
 
 
 def threads(requested: int | None = None) -> int:
