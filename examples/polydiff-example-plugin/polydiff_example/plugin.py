@@ -7,9 +7,13 @@ torch, is imported when a command samples with it) and the data set imports torc
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from polydiff.plugins import hookimpl
 from polydiff.plugins.lazy import lazy
+
+if TYPE_CHECKING:
+    import torch
 
 
 def spirals(n: int, generator: torch.Generator):
