@@ -15,7 +15,7 @@ from .plugin import FSDD_RATE
 from .vocoder_net import DiffWave, MelGenerator, MelToLinear
 
 
-VOCODER_KEYS = ("kind", "channels", "layers", "cycle")
+VOCODER_KEYS = ("kind", "channels", "layers", "cycle", "mel_noise")
 
 
 def build_network(cfg: dict[str, Any]) -> nn.Module:

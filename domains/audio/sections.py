@@ -68,6 +68,9 @@ class Network:
     """DiffWave's residual layers, or mel2linear's residual convolutions."""
     cycle: int = 10
     """DiffWave: dilations 1, 2, ..., 2^(cycle-1), repeated."""
+    mel_noise: float = 0.0
+    """mel2linear: in training, Gaussian noise of std uniform in [0, mel_noise] (normalised units) is added to each
+    input mel, so the vocoder stays robust to a model's imperfect mels."""
     layout: str = "2d"
     base: int = 32
     mults: tuple[int, ...] = (1, 2, 2)
@@ -77,6 +80,8 @@ class Network:
     pos_channels: int = 0
 
     def __post_init__(self) -> None:
+        if self.mel_noise < 0:
+            raise ValueError(f"network.mel_noise must be >= 0, not {self.mel_noise}")
         if self.kind not in ("unet", "mel2linear", "diffwave", "hifigan"):
             raise ValueError(f"network.kind must be 'unet', 'mel2linear', 'diffwave' or 'hifigan', not {self.kind!r}")
 

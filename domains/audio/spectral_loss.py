@@ -84,11 +84,15 @@ def log_power(wave: torch.Tensor, config: MelConfig, frames: int) -> torch.Tenso
     return spec.abs().pow(2).clamp(min=config.floor).log()[..., :frames]
 
 
-def linear_loss(net: torch.nn.Module, batch: Any) -> torch.Tensor:
-    """L1 of a ``MelToLinear`` network's log power spectra against the clips' own, plus L1 of their log-mels."""
+def linear_loss(net: torch.nn.Module, batch: Any, generator: torch.Generator, mel_noise: float = 0.0) -> torch.Tensor:
+    """L1 of a ``MelToLinear`` network's log power spectra against the clips' own, plus L1 of their log-mels; the input
+    mels get Gaussian noise of a std drawn uniformly in [0, ``mel_noise``] per clip (the targets stay clean)."""
     mel = batch.cond["mel"]
-    pred = net.log_power(mel)
     target = log_power(batch.x0[:, 0], net.mel, mel.shape[-1])
+    if mel_noise > 0:
+        scale = torch.rand(len(mel), 1, 1, generator=generator, device=generator.device).to(mel.device) * mel_noise
+        mel = mel + scale * torch.randn(mel.shape, generator=generator, device=generator.device).to(mel.device)
+    pred = net.log_power(mel)
     return (pred - target).abs().mean() + (net.mel_of_power(pred) - net.mel_of_power(target)).abs().mean()
 
 
@@ -98,7 +102,8 @@ def loss(model: torch.nn.Module, batch: Any, generator: torch.Generator, cfg: di
     other run."""
     kind = cfg["network"].get("kind", "unet")
     if kind == "mel2linear":
-        return linear_loss(getattr(model, "module", model).net, batch)
+        return linear_loss(getattr(model, "module", model).net, batch, generator,
+                           float(cfg["network"].get("mel_noise", 0.0)))
     if kind != "hifigan":
         return _framework_loss(json.dumps(cfg, sort_keys=True))(model, batch, generator)
     from .data import mel_config

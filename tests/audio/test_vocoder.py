@@ -18,7 +18,7 @@ from polydiff.plugins.errors import ConfigError, OptionError
 from polydiff.plugins.runs import Run, build_denoiser, resolve_config, train
 
 TINY_TRAIN = {"steps": 1, "batch_size": 4, "log_every": 1, "ckpt_every": 1, "progress": False, "warmup": 0}
-TINY_VOCODERS = {"mel2linear": {"kind": "mel2linear", "channels": 16, "layers": 2},
+TINY_VOCODERS = {"mel2linear": {"kind": "mel2linear", "channels": 16, "layers": 2, "mel_noise": 0.2},
                  "hifigan": {"kind": "hifigan", "channels": 16},
                  "diffwave": {"kind": "diffwave", "channels": 8, "layers": 4, "cycle": 2}}
 
