@@ -12,6 +12,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import typer
 from polydiff.plugins.config import merge
 from polydiff.plugins.domain import Domain, Verb
 from polydiff.plugins.errors import OptionError, RunExistsError
+from polydiff.plugins.lazy import Lazy, lazy, resolve
 from polydiff.plugins.options import Field, Option, as_dict, build_options, fields_of
 
 from .declare import command
@@ -276,84 +278,85 @@ def _fields(domain: Domain, command_name: str, verb: Verb | None = None) -> list
             for f in fields if f.name not in verb.fixed]
 
 
-def distill_action(domain: Domain) -> Any:
+@dataclasses.dataclass(frozen=True)
+class Capability:
+    """A core capability as a command of every domain it applies to: its options dataclass, the function that does
+    it (``fn(domain, options, device, *, command, [seed])``, a lazy reference so ``--help`` loads no torch), the help
+    text and the line it reports when done (``report(result, options, seconds)``)."""
+
+    options: type
+    run: Lazy
+    help: str
+    report: Callable[[Any, Any, float], str]
+    applies: Callable[[Domain], bool] = lambda domain: True
+
+
+def capability_action(domain: Domain, cap: Capability) -> Any:
+    """The action of a capability command: build and check its options, apply threads and device, run, report. The
+    shared ``--seed`` goes to the function when the options hold no seed of their own."""
     def act(values: dict[str, Any]) -> None:
         from polydiff.core.training import distributed_context
-        from polydiff.plugins.distill import DistillOptions, distill_command
 
-        own = {f.name: values[f.name] for f in fields_of(DistillOptions)}
+        own = {f.name: values[f.name] for f in fields_of(cap.options)}
+        opts = build_options(cap.options, own)
         device = _prepare(values)
+        extra = {} if "seed" in own else {"seed": values["seed"]}
         t0 = time.time()
-        run = distill_command(domain, build_options(DistillOptions, own), str(device), seed=values["seed"],
-                              command=_command_line() if distributed_context()[0] == 0 else None)
-        s = run.config["sample"]
-        typer.echo(f"distilled {domain.name} into a {s['steps']}-step student in {time.time() - t0:.0f} s -> "
-                   f"{run.path}; sample with --run {run.path}")
+        result = resolve(cap.run)(domain, opts, str(device), **extra,
+                                  command=_command_line() if distributed_context()[0] == 0 else None)
+        typer.echo(cap.report(result, opts, time.time() - t0))
 
     return act
 
 
-def personalize_action(domain: Domain) -> Any:
-    def act(values: dict[str, Any]) -> None:
-        from polydiff.plugins.capabilities import PersonalizeOptions
-        from polydiff.plugins.personalize import personalize_command
+def _autoencoder_report(ae: Any, opts: Any, seconds: float) -> str:
+    from polydiff.plugins.latent import RECONSTRUCTION
 
-        own = {f.name: values[f.name] for f in fields_of(PersonalizeOptions)}
-        device = _prepare(values)
-        t0 = time.time()
-        run = personalize_command(domain, build_options(PersonalizeOptions, own), str(device),
-                                  command=_command_line())
-        typer.echo(f"personalized {domain.name} with class {own['name']!r} in {time.time() - t0:.0f} s -> {run.path}; "
-                   f"sample with --run {run.path} --class {own['name']}")
-
-    return act
+    a = ae.config["autoencoder"]
+    mse = json.loads((ae.path / RECONSTRUCTION).read_text())["mse"]
+    return (f"trained a {ae.domain.name} autoencoder in {seconds:.0f} s -> {ae.path} (latent {a['latent_shape']} for "
+            f"data {a['data_shape']}, reconstruction MSE {mse:.3g}, see {ae.path / RECONSTRUCTION}); train a latent "
+            f"run with --latent {ae.path}")
 
 
-def edit_action(domain: Domain) -> Any:
-    def act(values: dict[str, Any]) -> None:
-        from polydiff.plugins.capabilities import EditOptions
-        from polydiff.plugins.editing import edit_command
+def capabilities() -> dict[str, Capability]:
+    """The capability commands, by name."""
+    from polydiff.plugins.capabilities import (EditOptions, PersonalizeOptions, TrainAutoencoderOptions,
+                                               TrainControlOptions)
+    from polydiff.plugins.distill import DistillOptions
 
-        own = {f.name: values[f.name] for f in fields_of(EditOptions)}
-        samples = edit_command(domain, build_options(EditOptions, own), str(_prepare(values)))
-        typer.echo(f"edited {own['input']} into class {own['to']!r} -> {samples.meta['out']}")
-
-    return act
-
-
-def train_autoencoder_action(domain: Domain) -> Any:
-    def act(values: dict[str, Any]) -> None:
-        from polydiff.plugins.capabilities import TrainAutoencoderOptions
-        from polydiff.plugins.latent import RECONSTRUCTION, train_autoencoder_command
-
-        own = {f.name: values[f.name] for f in fields_of(TrainAutoencoderOptions)}
-        device = _prepare(values)
-        t0 = time.time()
-        ae = train_autoencoder_command(domain, build_options(TrainAutoencoderOptions, own), str(device),
-                                       seed=values["seed"], command=_command_line())
-        a = ae.config["autoencoder"]
-        mse = json.loads((ae.path / RECONSTRUCTION).read_text())["mse"]
-        typer.echo(f"trained a {domain.name} autoencoder in {time.time() - t0:.0f} s -> {ae.path} (latent "
-                   f"{a['latent_shape']} for data {a['data_shape']}, reconstruction MSE {mse:.3g}, see "
-                   f"{ae.path / RECONSTRUCTION}); train a latent run with --latent {ae.path}")
-
-    return act
-
-
-def train_control_action(domain: Domain) -> Any:
-    def act(values: dict[str, Any]) -> None:
-        from polydiff.plugins.capabilities import TrainControlOptions
-        from polydiff.plugins.control import train_control_command
-
-        own = {f.name: values[f.name] for f in fields_of(TrainControlOptions)}
-        device = _prepare(values)
-        t0 = time.time()
-        run = train_control_command(domain, build_options(TrainControlOptions, own), str(device),
-                                    command=_command_line())
-        typer.echo(f"trained the {own['control']} control of {domain.name} in {time.time() - t0:.0f} s -> {run.path}; "
-                   f"sample with --run {run.path} --control FILE")
-
-    return act
+    labelled = lambda domain: domain.classes is not None  # noqa: E731  (personalize and edit bind/swap class labels)
+    return {
+        "distill": Capability(
+            DistillOptions, lazy("polydiff.plugins.distill:distill_command"),
+            "Few-step student: progressive distillation of the run's deterministic sampler (guided with "
+            "--guidance-scale-range), round by round through the shared loop.",
+            lambda run, o, t: (f"distilled {run.domain.name} into a {run.config['sample']['steps']}-step student in "
+                               f"{t:.0f} s -> {run.path}; sample with --run {run.path}")),
+        "personalize": Capability(
+            PersonalizeOptions, lazy("polydiff.plugins.personalize:personalize_command"),
+            "Teach the run a new class NAME from a few examples (--instances), with prior preservation; --lora-rank "
+            "for a small adapter.",
+            lambda run, o, t: (f"personalized {run.domain.name} with class {o.name!r} in {t:.0f} s -> {run.path}; "
+                               f"sample with --run {run.path} --class {o.name}"), labelled),
+        "edit": Capability(
+            EditOptions, lazy("polydiff.plugins.editing:edit_command"),
+            "Redraw examples (--input) as another class (--to): inverted along the probability-flow ODE and "
+            "regenerated, or SDEdit.",
+            lambda samples, o, t: f"edited {o.input} into class {o.to!r} in {t:.0f} s -> {samples.meta['out']}",
+            labelled),
+        "train-autoencoder": Capability(
+            TrainAutoencoderOptions, lazy("polydiff.plugins.latent:train_autoencoder_command"),
+            "Train an autoencoder of the domain's data into a run folder (reconstruction metrics in "
+            "reconstruction.json); then `train --latent OUT` diffuses in its latent space.", _autoencoder_report),
+        "train-control": Capability(
+            TrainControlOptions, lazy("polydiff.plugins.control:train_control_command"),
+            "Train a ControlNet branch on a frozen run for one of the domain's control signals (--control KIND); "
+            "then `sample --control FILE`.",
+            lambda run, o, t: (f"trained the {o.control} control of {run.domain.name} in {t:.0f} s -> {run.path}; "
+                               f"sample with --run {run.path} --control FILE"),
+            lambda domain: bool(getattr(domain, "controls", None))),
+    }
 
 
 def capability_fields(domain: Domain, options: type) -> list[Field]:
@@ -388,29 +391,10 @@ def build_domain_app(domain: Domain) -> typer.Typer:
         app.command(name, help=verb.help)(command(name, verb.help, _fields(domain, verb.command, verb), act,
                                                   argument=verb.argument))
 
-    from polydiff.plugins.capabilities import (EditOptions, PersonalizeOptions, TrainAutoencoderOptions,
-                                               TrainControlOptions)
-    from polydiff.plugins.distill import DistillOptions
-
-    capabilities = {
-        "distill": (DistillOptions, distill_action, "Few-step student: progressive distillation of the run's "
-                    "deterministic sampler (guided with --guidance-scale-range), round by round through the shared loop."),
-        "personalize": (PersonalizeOptions, personalize_action, "Teach the run a new class NAME from a few examples "
-                        "(--instances), with prior preservation; --lora-rank for a small adapter."),
-        "edit": (EditOptions, edit_action, "Redraw examples (--input) as another class (--to): inverted along the "
-                 "probability-flow ODE and regenerated, or SDEdit."),
-        "train-autoencoder": (TrainAutoencoderOptions, train_autoencoder_action, "Train an autoencoder of the "
-                              "domain's data into a run folder (reconstruction metrics in reconstruction.json); then "
-                              "`train --latent OUT` diffuses in its latent space."),
-        "train-control": (TrainControlOptions, train_control_action, "Train a ControlNet branch on a frozen run for "
-                          "one of the domain's control signals (--control KIND); then `sample --control FILE`."),
-    }
-    for name, (options, action, text) in capabilities.items():
-        if name in ("personalize", "edit") and domain.classes is None:
-            continue  # they bind and swap class labels
-        if name == "train-control" and not getattr(domain, "controls", None):
-            continue  # the domain computes no control signal
-        app.command(name, help=text)(command(name, text, capability_fields(domain, options), action(domain)))
+    for name, cap in capabilities().items():
+        if cap.applies(domain):
+            app.command(name, help=cap.help)(command(name, cap.help, capability_fields(domain, cap.options),
+                                                     capability_action(domain, cap)))
 
     @app.command("export")
     def export_cmd(run: Path = typer.Argument(..., help="Run folder from `train --out`."),

@@ -118,7 +118,7 @@ def edit_run(run: Run, batch: Batch, to: str, *, source: str | None = None, meth
     return samples
 
 
-def edit_command(domain, options: EditOptions, device: str = "cpu") -> Samples:
+def edit_command(domain, options: EditOptions, device: str = "cpu", *, command: str | None = None) -> Samples:
     """What ``polydiff <domain> edit`` does: read ``--input``, edit it into ``--to`` and write the domain's files
     with ``samples.json`` into ``--out`` (or a new numbered folder, recorded as ``meta["out"]``)."""
     for name in ("input", "to"):
@@ -132,6 +132,6 @@ def edit_command(domain, options: EditOptions, device: str = "cpu") -> Samples:
                        guidance_scale=options.guidance_scale, refine=options.refine, seed=options.seed)
     out = sample_folder(domain, options.out)
     samples.meta["out"] = str(out)
-    record = {"run": str(run.path), "input": str(options.input), "options": as_dict(options)}
+    record = {"run": str(run.path), "input": str(options.input), "options": as_dict(options), "command": command}
     write_samples(domain, samples, out, record=record, overwrite=options.overwrite)
     return samples

@@ -1,4 +1,5 @@
 """The CLI end to end on the toy domain: train, sample, evaluate, exit codes, one-line errors, the example plugin."""
+import json
 import os
 import subprocess
 import sys
@@ -144,3 +145,33 @@ def test_example_plugin_installs_and_is_found(toy_run, tmp_path):
     cfg.write_text('[data]\ndataset = "spirals"\n[train]\nsteps = 10\nlog_every = 5\n')
     trained = polydiff("toy", "train", "--config", cfg, "--out", tmp_path / "spirals", "--device", "cpu")
     assert trained.returncode == 0, trained.stderr
+
+
+def test_every_capability_command_runs_and_reports(toy_run, tmp_path):
+    """distill, personalize, edit, train-autoencoder and train-control through the CLI, each one report line."""
+    points = tmp_path / "points.npy"
+    np.save(points, (np.random.default_rng(0).normal(size=(20, 2)) * 0.1).astype(np.float32))
+    ae_cfg = tmp_path / "ae.toml"
+    ae_cfg.write_text("[train]\nbatch_size = 64\nlog_every = 5\nckpt_every = 1000\n")
+    common = ("--device", "cpu")
+    commands = {
+        "distill": ("--run", toy_run, "--out", tmp_path / "student", "--steps", "2", "--rounds", "1",
+                    "--round-steps", "5"),
+        "personalize": ("--run", toy_run, "--instances", points, "--name", "blob", "--out", tmp_path / "blob",
+                        "--steps", "5", "--prior-samples", "20"),
+        "edit": ("--run", toy_run, "--input", points, "--to", "1", "--out", tmp_path / "edited", "--steps", "4"),
+        "train-autoencoder": ("--out", tmp_path / "ae", "--config", ae_cfg, "--steps", "5"),
+        "train-control": ("--run", toy_run, "--control", "x", "--out", tmp_path / "control", "--steps", "5"),
+    }
+    for name, args in commands.items():
+        done = polydiff("toy", name, *args, *common)
+        assert done.returncode == 0, (name, done.stderr)
+        report = done.stdout.strip().splitlines()
+        assert report and str(tmp_path) in report[-1], (name, done.stdout)
+    assert (tmp_path / "student" / "config.json").is_file() and (tmp_path / "blob" / "config.json").is_file()
+    edited = json.loads((tmp_path / "edited" / "samples.json").read_text())
+    assert edited["command"].startswith("polydiff toy edit")
+    assert np.load(tmp_path / "edited" / "samples.npy").shape == (20, 2)
+    assert (tmp_path / "ae" / "reconstruction.json").is_file() and (tmp_path / "control" / "config.json").is_file()
+    again = polydiff("toy", "distill", *commands["distill"], *common)
+    assert again.returncode == 2 and again.stderr.count("error:") == 1
