@@ -147,12 +147,27 @@ def stages(plan: dict[str, Any]) -> list[Stage]:
 
 def _round_train(teacher: "Run", train: dict[str, Any] | None) -> dict[str, Any]:
     """The rounds' train section: the teacher's (or a preset's, given as ``train``) with a quarter of its steps
-    unless ``train`` says how many, checked against ``TrainConfig``."""
+    unless ``train`` says how many, checked against ``TrainConfig``.
+
+    The teacher's schedule was made for a long run from scratch; a round is short and starts from trained weights,
+    so unless ``train`` sets them: warm-up takes at most a tenth of the round, the learning rate anneals to zero
+    from there (as Salimans & Ho anneal within each round; ``linear`` if the teacher's did not decay), and the EMA's
+    horizon is at most a tenth of the round, so the round's student is not mostly its initial weights."""
     from polydiff.core.training import TrainConfig
 
+    given = train or {}
     base = dict(teacher.config["train"])
     base["steps"] = max(1, base["steps"] // 4)
-    section = merge(base, train or {})
+    section = merge(base, given)
+    n = int(section["steps"])
+    if "warmup" not in given:
+        section["warmup"] = min(int(section["warmup"]), n // 10)
+    if "decay_from" not in given:
+        section["decay_from"] = section["warmup"]
+    if "lr_decay" not in given and section.get("lr_decay", "none") == "none":
+        section["lr_decay"] = "linear"
+    if "ema_decay" not in given:
+        section["ema_decay"] = min(float(section["ema_decay"]), max(0.0, 1.0 - 10.0 / n))
     try:
         TrainConfig.from_dict(section)
     except (TypeError, ValueError) as exc:

@@ -118,3 +118,17 @@ def test_options_build_the_command(toy, teacher, tmp_path):
     assert (student.config["train"]["lr"], student.config["train"]["steps"]) == (0.0005, 4)
     again = build_options(distill.DistillOptions, {"out": tmp_path / "s", "resume": True})
     assert distill.distill_command(toy, again).path == tmp_path / "s"
+
+
+def test_a_round_fits_the_teachers_schedule_to_its_length_unless_told(teacher):
+    """A short round warms up over at most a tenth of it, anneals to zero from there and keeps an EMA horizon of at
+    most a tenth of it; keys the caller gives are kept as given."""
+    from polydiff.core.training import TrainConfig, learning_rate
+
+    section = distill.make_plan(teacher, steps=2, train={"steps": 200})["train"]
+    cfg = TrainConfig.from_dict(section)
+    assert cfg.warmup <= 20 and cfg.ema_decay <= 1 - 10 / 200
+    assert learning_rate(cfg, 199) < 0.02 * cfg.lr < learning_rate(cfg, 100)
+    given = distill.make_plan(teacher, steps=2, train={"steps": 200, "ema_decay": 0.999, "lr_decay": "none",
+                                                       "warmup": 50})["train"]
+    assert (given["ema_decay"], given["lr_decay"], given["warmup"]) == (0.999, "none", 50)
