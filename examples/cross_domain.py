@@ -2,7 +2,9 @@
 
 Each domain is evaluated with its own metric on its own held-out data (text3d: R-precision of its 2D prior's images,
 which is what the sampler drives; distillation uses no sampler), from its shipped checkpoint (or a run folder
-given with --run DOMAIN=DIR, or a quick training run with --train-missing). One table per domain is printed.
+given with --run DOMAIN=DIR, or a quick training run with --train-missing). One table per domain is printed; a
+distilled student (the shipped ``<checkpoint>-4step`` folder, or --student DOMAIN=DIR) gets a row beside the
+teacher's samplers: DDIM with one network pass per step, so its NFE is its step count.
 
     python examples/cross_domain.py --methods euler,heun,dpmpp_2m --nfe 10,20 -n 200
 """
@@ -26,6 +28,8 @@ def main() -> None:
     p.add_argument("-n", type=int, default=200, help="samples per evaluation")
     p.add_argument("--domains", default=None, help="comma-separated subset (default: all registered)")
     p.add_argument("--run", action="append", default=[], help="DOMAIN=RUN_DIR (repeatable)")
+    p.add_argument("--student", action="append", default=[], help="DOMAIN=STUDENT_DIR (repeatable; default: the "
+                   "shipped <checkpoint>-4step folder where there is one)")
     p.add_argument("--train-missing", action="store_true", help="quick-train domains that ship no checkpoint")
     p.add_argument("--work", default="cross-domain-runs", help="where --train-missing writes runs")
     p.add_argument("--device", default="cpu")
@@ -34,6 +38,7 @@ def main() -> None:
 
     manager = get_manager()
     runs = dict(item.split("=", 1) for item in args.run)
+    students = dict(item.split("=", 1) for item in args.student)
     names = args.domains.split(",") if args.domains else sorted(manager.domains)
     methods, budgets = args.methods.split(","), [int(v) for v in args.nfe.split(",")]
     for name in names:
@@ -49,16 +54,27 @@ def main() -> None:
         print(f"\n## {name}: {domain.primary_metric} ({arrow} is better), n={args.n}, run={run.path}")
         print("| sampler | " + " | ".join(f"NFE {b}" for b in budgets) + " |")
         print("|---|" + "---|" * len(budgets))
-        for method in methods:
+        rows = [(method, run, method) for method in methods]
+        student = students.get(name) or shipped_student(domain)
+        if student is not None:
+            rows.append((f"student ({Path(student).name})", load_run(domain, Path(student), args.device), "ddim"))
+        for label, model, method in rows:
             cells = []
             for budget in budgets:
-                g = torch.Generator(device=run.device).manual_seed(args.seed)
+                g = torch.Generator(device=model.device).manual_seed(args.seed)
                 t0 = time.perf_counter()
-                metrics = run.evaluate(args.n, sampler=method, steps=steps_for_nfe(method, budget), generator=g,
-                                       **domain.sweep)
+                metrics = model.evaluate(args.n, sampler=method, steps=steps_for_nfe(method, budget), generator=g,
+                                         **domain.sweep)
                 cells.append(f"{metrics[domain.primary_metric]:.4g} ({time.perf_counter() - t0:.0f}s)")
-            print(f"| {method} | " + " | ".join(cells) + " |")
+            print(f"| {label} | " + " | ".join(cells) + " |")
 
+
+def shipped_student(domain) -> Path | None:
+    """The 4-step student shipped beside the domain's checkpoint (``<checkpoint>-4step``), if there is one."""
+    if domain.shipped_run is None:
+        return None
+    folder = Path(domain.shipped_run).with_name(Path(domain.shipped_run).name + "-4step")
+    return folder if (folder / "config.json").is_file() else None
 
 if __name__ == "__main__":
     main()
