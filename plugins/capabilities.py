@@ -19,6 +19,9 @@ class PersonalizeOptions:
     out: Path | None = option(None, "Run folder to write (a new one; see --overwrite).")
     related: str | None = option(None, "Class whose samples preserve the prior (default: all classes); the new "
                                        "class's embedding starts from it.")
+    per_class: bool = option(False, "Bind NAME to each class the instances carry (their sub-folders or the domain's "
+                                    "file naming): new classes NAME:CLASS, each starting from CLASS's row, e.g. a new "
+                                    "speaker saying each digit (`sample --class NAME:seven`).")
     prior_weight: float = option(1.0, "Weight of the prior-preservation loss on the base model's samples (0: none).",
                                  min=0.0)
     prior_samples: int = option(100, "Base-model samples drawn for prior preservation.", min=1)

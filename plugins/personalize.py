@@ -20,8 +20,12 @@ et al. 2023), for every domain whose network embeds its labels with ``LabelEmbed
    (``personalized.base_run``) by ``load_personalized``. Without it every weight is fine-tuned and the checkpoint
    is a whole model.
 
+With ``per_class`` the instances keep the classes they carry and the name binds to each: one new class
+``NAME:CLASS`` per class present, its row starting from CLASS's (DreamBooth's "a [V] dog" for a class-labelled
+model: a new speaker saying each digit, ``sample --class NAME:seven``); prior preservation then draws every class.
+
 The config records ``personalized``: ``classes`` (all added class names, in label order after the base data's
-classes), ``base_run``, ``base_classes`` (the label count of the base network), ``instances``, ``prior_weight``,
+classes), ``per_class``, ``base_run``, ``base_classes`` (the label count of the base network), ``instances``, ``prior_weight``,
 ``prior_samples``, ``related``, ``lora_rank``/``lora_alpha`` and ``adds`` (how many classes this run added on top of
 its base run). ``load_personalized`` loads such a folder; ``personalized_domain`` gives a domain whose class names
 end with the added ones, so ``run.sample(label="NAME")`` and ``sample --class NAME`` work.
@@ -329,12 +333,12 @@ def _loss(base: Run, cfg: dict[str, Any], instances: Batch, pool: Batch | None,
 # ---- options and the run ---------------------------------------------------------------------------------------
 
 
-def _facts(base: Run, name: str, n: int, options: PersonalizeOptions, base_classes: int) -> dict[str, Any]:
-    """The ``personalized`` record of a new run on top of ``base``."""
+def _facts(base: Run, added: list[str], n: int, options: PersonalizeOptions, base_classes: int) -> dict[str, Any]:
+    """The ``personalized`` record of a new run on top of ``base`` that adds the classes ``added``."""
     earlier = base.config.get(FACTS) or {}
     shipped_run = base.domain.shipped_run
     shipped = shipped_run is not None and Path(base.path).resolve() == Path(shipped_run).resolve()
-    return {"classes": [*earlier.get("classes", []), name], "adds": 1,
+    return {"classes": [*earlier.get("classes", []), *added], "adds": len(added), "per_class": options.per_class,
             "base_run": "shipped" if shipped else str(Path(base.path).resolve()),
             "base_classes": earlier.get("base_classes", base_classes), "instances": n,
             "prior_weight": options.prior_weight, "prior_samples": options.prior_samples if options.prior_weight else 0,
@@ -375,23 +379,46 @@ def _class_index(base: Run, label: str | None, flag: str) -> int | None:
         raise OptionError(flag, str(exc).split(": ", 1)[-1]) from None
 
 
-def _prepare(model: nn.Module, init_from: int | None, lora: tuple[int, float] | None) -> int:
-    """Grow the model's classes and make the right parameters trainable; returns the new class's index."""
-    new = grow_classes(model, init_from)
+def _prepare(model: nn.Module, init_from: list[int | None], lora: tuple[int, float] | None) -> int:
+    """Grow the model by one class per entry of ``init_from`` (each starting from that class's row) and make the
+    right parameters trainable; returns the first new class's index."""
+    first = [grow_classes(model, row) for row in init_from][0]
     if lora is None:
         model.requires_grad_(True)
-        return new
+        return first
     if _protocol_owner(model) is not None:
         raise UsageError("--lora-rank needs a network whose labels use LabelEmbedding")
     add_lora(model, lora[0], lora[1])
-    train_new_rows_only(model, new)
-    return new
+    train_new_rows_only(model, first, len(init_from))
+    return first
 
 
-def _adapter_checkpoint(out: Path, model: nn.Module, first: int, state: dict[str, Any]) -> None:
-    """Replace the run's checkpoint by the adapter alone: LoRA weights and the new label rows."""
-    tensors = {**lora_state_dict(model), **new_rows_state(model, first)}
+def _adapter_checkpoint(out: Path, model: nn.Module, first: int, count: int, state: dict[str, Any]) -> None:
+    """Replace the run's checkpoint by the adapter alone: LoRA weights and the ``count`` new label rows."""
+    tensors = {**lora_state_dict(model), **new_rows_state(model, first, count)}
     save_checkpoint(out / "checkpoint", {"model": tensors}, {**state, "adapter": True})
+
+
+def _bindings(base: Run, batch: Batch, name: str, names: list[str], related: int | None,
+              per_class: bool) -> tuple[list[str], list[int | None], Tensor]:
+    """What a personalization adds: the new class names, the base class each starts from, and for each instance its
+    index among the new classes. One class ``name``; with ``per_class``, ``name:CLASS`` for each class the
+    instances carry."""
+    n = batch.x0.shape[0]
+    if not per_class:
+        return [name], [related], torch.zeros(n, dtype=torch.long)
+    labels = labels_of(batch.cond)
+    base_count = len(names) - len((base.config.get(FACTS) or {}).get("classes", []))
+    if labels is None or bool(((labels < 0) | (labels >= base_count)).any()):
+        raise UsageError("--per-class needs every instance labelled with one of the base classes (by its sub-folder "
+                         "or the domain's file naming)")
+    present = sorted(set(labels.tolist()))
+    added = [f"{name}:{names[c]}" for c in present]
+    taken = sorted(set(added) & set(names))
+    if taken:
+        raise OptionError("--name", f"classes {', '.join(taken)} exist already")
+    index = torch.tensor([present.index(c) for c in labels.tolist()], dtype=torch.long)
+    return added, list(present), index
 
 
 def _check_name(base: Run, name: str) -> list[str]:
@@ -418,8 +445,9 @@ def _fit(base: Run, model: nn.Module, cfg: dict[str, Any], instances: Batch, poo
                           run_config=cfg, on_step_end=_observer(out))
         ema = trainer.fit().eval()
         if options.lora_rank is not None:
-            first = cfg[FACTS]["base_classes"] + len(cfg[FACTS]["classes"]) - 1
-            _adapter_checkpoint(out, ema, first, {"step": trainer.step, "run": cfg})
+            facts = cfg[FACTS]
+            first = facts["base_classes"] + len(facts["classes"]) - facts["adds"]
+            _adapter_checkpoint(out, ema, first, facts["adds"], {"step": trainer.step, "run": cfg})
     return ema
 
 
@@ -428,6 +456,7 @@ def personalize_run(base: Run, instances: Any, name: str, out: Path, *, options:
                     progress: bool = False, **settings: Any) -> Run:
     """Fine-tune ``base`` on ``instances`` (a Batch, or examples the domain collates) bound to the new class ``name``
     with prior preservation, into the run folder ``out``; returns the personalized Run (class ``name`` sampleable).
+    With ``per_class`` the instances keep their own classes and ``name`` binds to each (``name:CLASS``).
 
     Settings are the fields of ``PersonalizeOptions`` (``prior_weight``, ``prior_samples``, ``related``,
     ``lora_rank``, ``lora_alpha``, ``steps``, ``lr``, ``seed``, ``overwrite``) as keywords or as ``options``.
@@ -440,14 +469,14 @@ def personalize_run(base: Run, instances: Any, name: str, out: Path, *, options:
     related = _class_index(base, options.related, "--related")
     batch = as_batch(base.domain, instances).to(device)
     n = batch.x0.shape[0]
+    added, rows, index = _bindings(base, batch, name, names, related, options.per_class)
     model = copy.deepcopy(base.denoiser).to(device)
     lora = None if options.lora_rank is None else (options.lora_rank, options.lora_alpha or float(options.lora_rank))
-    new = _prepare(model, related, lora)
+    first = _prepare(model, rows, lora)
     base_classes = len(names) - len((base.config.get(FACTS) or {}).get("classes", []))
     cfg = {**merge(base.config, {"train": _train_section(base, options, n)}),
-           FACTS: _facts(base, name, n, options, base_classes)}
-    labelled = Batch(batch.x0, with_labels(batch.cond, torch.full((n,), new, dtype=torch.long, device=device),
-                                           base.domain))
+           FACTS: _facts(base, added, n, options, base_classes)}
+    labelled = Batch(batch.x0, with_labels(batch.cond, (first + index).to(device), base.domain))
     pool = None
     if options.prior_weight > 0:
         generator = torch.Generator(device=base.device).manual_seed(options.seed)

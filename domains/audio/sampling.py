@@ -38,7 +38,8 @@ def clip_mel(p, path: str | Path) -> torch.Tensor:
 
 def read_instances(path: Path, config: dict) -> Batch:
     """``personalize --instances`` / ``edit --input``: an audio file or a folder of them as normalised log-mels
-    [n, 1, n_mels, frames]; a clip in a sub-folder named after a class carries it (``edit``'s source class)."""
+    [n, 1, n_mels, frames]; a clip carries its class (``edit``'s source class, ``personalize --per-class``) by its
+    sub-folder's name or FSDD's file naming (``clip_label``)."""
     from polydiff.plugins.errors import UsageError
 
     p, path = sampling_spec(config), Path(path)
@@ -50,10 +51,22 @@ def read_instances(path: Path, config: dict) -> Batch:
         mels = torch.stack([clip_mel(p, f) for f in files])
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    classes = list(p.class_names)
-    labels = [classes.index(f.parent.name) if f.parent != path and f.parent.name in classes else NULL_LABEL
-              for f in files]
+    labels = [clip_label(f, path, list(p.class_names)) for f in files]
     return Batch(mels, {"label": torch.tensor(labels, dtype=torch.long)})
+
+
+def clip_label(file: Path, root: Path, classes: list[str]) -> int:
+    """The class a clip carries: its sub-folder's name when that names a class, else its digit in FSDD's
+    ``{digit}_{speaker}_{take}.wav`` convention when the run's classes are the ten digits; else ``NULL_LABEL``."""
+    from .digits import DIGITS
+    from .fsdd import parse_name
+
+    if file.parent != root and file.parent.name in classes:
+        return classes.index(file.parent.name)
+    parsed = parse_name(file.name)
+    if parsed is not None and classes in (list(DIGITS), [str(d) for d in range(10)]):
+        return parsed[0]
+    return NULL_LABEL
 
 
 def known_from_clip(p, path: str | Path, span: str) -> tuple[torch.Tensor, torch.Tensor]:
