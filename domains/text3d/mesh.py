@@ -23,15 +23,22 @@ def sample_grid(field: Field, resolution: int = 64, bound: float = 1.0, chunk: i
     return torch.cat(dens).reshape(r, r, r).numpy(), torch.cat(cols).reshape(r, r, r, 3).numpy()
 
 
-def extract_mesh(field: Field, resolution: int = 64, threshold: float = 5.0, bound: float = 1.0):
+def extract_mesh(field: Field, resolution: int = 64, threshold: float = 5.0, bound: float = 1.0,
+                 blur: float = 0.0):
     """Marching cubes (``skimage.measure.marching_cubes``) on the density at ``threshold``; vertex colours from the field.
 
+    ``blur`` > 0 first smooths the sampled density with a Gaussian of that many grid cells (``scipy.ndimage``): a
+    distilled field's density is noisy near the threshold, and the noise becomes floaters and tunnels in the mesh.
     Returns a ``trimesh.Trimesh`` in world coordinates. Raises ``ValueError`` if the density never crosses the threshold.
     """
     import trimesh
     from skimage.measure import marching_cubes
 
     density, _ = sample_grid(field, resolution, bound)
+    if blur > 0:
+        from scipy.ndimage import gaussian_filter
+
+        density = gaussian_filter(density, blur, mode="nearest")
     if not density.min() < threshold < density.max():
         raise ValueError(f"density range [{density.min():.3g}, {density.max():.3g}] does not cross threshold {threshold}: "
                          "the field is empty or full; lower or raise the threshold")

@@ -45,6 +45,15 @@ class SampleOptions:
                                 "run's own).", choices=("quick", "full"))
     iters: int | None = option(None, "Distillation steps (default from the distill settings).", min=1)
     field: str | None = option(None, "Field (default from the distill settings).", choices=FIELDS)
+    mesh_cleanup: bool = option(True, "Clean the exported mesh (blurred density, largest parts, small holes filled, "
+                                "outward normals, smoothing); off: marching cubes' raw mesh.")
+    mesh_blur: float = option(1.0, "Gaussian blur of the density before marching cubes, in grid cells (0: none).",
+                              min=0.0)
+    mesh_components: int = option(1, "Mesh parts to keep, largest first: closed parts by enclosed volume, then open "
+                                  "ones by area (0: all).", min=0)
+    mesh_holes: int = option(100, "Fill mesh holes bounded by at most this many edges (0: none).", min=0)
+    mesh_smooth: int = option(10, "Taubin smoothing iterations of the mesh (0: none).", min=0)
+    preview_size: int = option(128, "Pixel size of the turntable GIF's frames and the preview.", min=16)
 
 
 @dataclass

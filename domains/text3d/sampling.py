@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import torch
 from polydiff.plugins.domain import SampleRequest, Samples
 from polydiff.plugins.errors import OptionError
 
+from .cleanup import clean_mesh, mesh_report, report_line
 from .data import from_model_range
 from .distill import DistillResult, distill, plot_loss_curve
 from .mesh import extract_mesh, save_mesh
@@ -96,15 +99,59 @@ def generate(run, request: SampleRequest) -> Samples:
                      "seed": seed + k}
         results.append(generate_object(run, prompt, distill_config(run, overrides, opts.preset), request.progress))
     ev = run.config["evaluate"]
-    return Samples({"kind": "objects", "results": results},
+    meshes, reports = [], []
+    for k, r in enumerate(results):
+        mesh, report = object_mesh(r.field, ev, opts)
+        meshes.append(mesh)
+        reports.append(report)
+        if request.progress:
+            print(f"object_{k:02d} mesh: {mesh_line(report)}", file=sys.stderr)
+    return Samples({"kind": "objects", "results": results, "meshes": meshes, "preview_size": opts.preview_size},
                    {"prompt": prompt, "method": opts.method, "preset": opts.preset,
-                    "mesh": {"resolution": ev["mesh_resolution"], "threshold": ev["mesh_threshold"]},
+                    "mesh": {"resolution": ev["mesh_resolution"], "threshold": ev["mesh_threshold"],
+                             "cleanup": cleanup_settings(opts), "objects": reports},
                     "seconds": [round(r.seconds, 1) for r in results]})
 
 
+def mesh_line(report: dict[str, Any]) -> str:
+    """One object's mesh report in one line, with marching cubes' mesh before the clean-up when there was one."""
+    line = report_line(report)
+    if "marching_cubes" in report:
+        line += f" (marching cubes: {report_line(report['marching_cubes'])}; {report['seconds']} s)"
+    return line
+
+
+def cleanup_settings(opts: SampleOptions) -> dict[str, Any] | None:
+    """The mesh clean-up ``opts`` ask for, as recorded in samples.json (None: the raw marching-cubes mesh)."""
+    if not opts.mesh_cleanup:
+        return None
+    return {"blur": opts.mesh_blur, "components": opts.mesh_components, "holes": opts.mesh_holes,
+            "smooth": opts.mesh_smooth}
+
+
+def object_mesh(field, ev: dict[str, Any], opts: SampleOptions) -> tuple[Any, dict[str, Any]]:
+    """The exported mesh of one field (or the reason there is none, a string) and its report; with clean-up the report
+    also gives marching cubes' mesh before the mesh-level steps, so the two can be compared."""
+    t0 = time.perf_counter()
+    cleanup = cleanup_settings(opts)
+    try:
+        mesh = extract_mesh(field, resolution=ev["mesh_resolution"], threshold=ev["mesh_threshold"],
+                            blur=cleanup["blur"] if cleanup else 0.0)
+    except ValueError as err:
+        return str(err), {"error": str(err)}
+    before = mesh_report(mesh)
+    if cleanup:
+        mesh = clean_mesh(mesh, components=cleanup["components"], max_hole=cleanup["holes"], smooth=cleanup["smooth"])
+    report = mesh_report(mesh)
+    if cleanup:
+        report["marching_cubes"] = before
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    return mesh, report
+
+
 def save_samples(samples: Samples, out: Path) -> list[Path]:
-    """Images: one PNG each and a strip of all. Objects: per object a GLB and an OBJ mesh, a turntable GIF, the loss
-    curve and the field."""
+    """Images: one PNG each and a strip of all. Objects: per object a GLB and an OBJ mesh (the one ``generate`` made),
+    a turntable GIF of ``preview_size`` px frames, the loss curve and the field; a strip of every third frame."""
     from safetensors.torch import save_file
 
     if samples["kind"] == "images":
@@ -112,16 +159,15 @@ def save_samples(samples: Samples, out: Path) -> list[Path]:
         files = [save_strip(img[None], out / f"prior_{k:02d}.png") for k, img in enumerate(images)]
         return files + [save_strip(images, out / "prior_samples.png")]
     files: list[Path] = []
-    res, thr = samples.meta["mesh"]["resolution"], samples.meta["mesh"]["threshold"]
+    size = samples["preview_size"]
     previews = []
-    for k, r in enumerate(samples["results"]):
+    for k, (r, mesh) in enumerate(zip(samples["results"], samples["meshes"])):
         stem = f"object_{k:02d}"
-        try:
-            mesh = extract_mesh(r.field, resolution=res, threshold=thr)
+        if isinstance(mesh, str):
+            (out / f"{stem}_mesh_error.txt").write_text(mesh + "\n")
+        else:
             files += [save_mesh(mesh, out / f"{stem}.glb"), save_mesh(mesh, out / f"{stem}.obj")]
-        except ValueError as err:
-            (out / f"{stem}_mesh_error.txt").write_text(str(err) + "\n")
-        frames = turntable_frames(r.field, n_frames=24, size=64)
+        frames = turntable_frames(r.field, n_frames=24, size=size)
         previews.append(frames[::3])
         files.append(save_gif(frames, out / f"{stem}_turntable.gif"))
         plot_loss_curve(r.losses, out / f"{stem}_loss.png")

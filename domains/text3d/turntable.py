@@ -17,7 +17,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def turntable_frames(field: Field, n_frames: int = 24, size: int = 64, elevation: float = 20.0, distance: float = 3.3,
+def turntable_frames(field: Field, n_frames: int = 24, size: int = 128, elevation: float = 20.0, distance: float = 3.3,
                      n_samples: int = 96, shading: str = "lambert") -> np.ndarray:
     """Render ``n_frames`` views around the object (one camera at a time), as [N, H, W, 3] uint8."""
     cams = turntable_cameras(n_frames, elevation, distance)
