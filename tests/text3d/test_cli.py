@@ -76,7 +76,7 @@ def test_generate_writes_mesh_gif_and_loss_and_takes_a_distillation_preset(run_d
     assert _field_config(out / "object_00_field.safetensors")["n_samples"] == 16  # the tiny settings' distill.n_samples
 
     _invoke("generate", "a red mug", "--run", run_dir, "--out", tmp_path / "quick", "--preset", "quick", "--iters", "2",
-            "--method", "sjc", "--guidance-scale", "5", "--device", "cpu")
+            "--method", "sjc", "--guidance-scale", "5", "--device", "cpu", "--preview-size", "32")
     used = _field_config(tmp_path / "quick" / "object_00_field.safetensors")
     assert (used["n_samples"], used["resolution"], used["size"]) == (48, 32, 16)  # quick's settings, the prior's size
     assert (used["method"], used["guidance_scale"], used["steps"]) == ("sjc", 5.0, 2)
