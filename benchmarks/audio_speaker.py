@@ -40,6 +40,9 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--prior-samples", type=int, default=100)
     p.add_argument("--prior-weight", type=float, default=1.0)
     p.add_argument("--edits", type=int, default=20, help="held-out clips of the speaker to edit (0: none)")
+    p.add_argument("--edit-method", default="invert", help="invert or sdedit")
+    p.add_argument("--edit-strength", type=float, default=1.0)
+    p.add_argument("--edit-guidance-scale", type=float, default=None, help="default: the run's")
     p.add_argument("--reuse", action="store_true", help="load --out if it holds a run instead of personalizing")
     return p.parse_args()
 
@@ -166,15 +169,18 @@ def main() -> None:
             d = int(f.name.split("_")[0])
             batch = instance_reader(domain)(f, run.config)
             to = (d + 1) % 10
-            out = edit_run(run, batch, f"{a.speaker}:{DIGITS[to]}", source=f"{a.speaker}:{DIGITS[d]}")
+            out = edit_run(run, batch, f"{a.speaker}:{DIGITS[to]}", source=f"{a.speaker}:{DIGITS[d]}",
+                           method=a.edit_method, strength=a.edit_strength, guidance_scale=a.edit_guidance_scale)
             edited_ok += int(judge_digits(out["waves"], rate_gen)[0] == to)
             near, _ = nearest_speakers(norm(mfcc_stats(out["waves"], rate_gen)), {s: held[s, to] for s in speakers})
             kept += near == a.speaker
             n_edit += 1
-        print(f"edits of {n_edit} held-out clips of {a.speaker} into the next digit: new digit per the judge "
+        print(f"edits ({a.edit_method}, strength {a.edit_strength}, guidance {a.edit_guidance_scale or 'the run'}'s) "
+              f"of {n_edit} held-out clips of {a.speaker} into the next digit: new digit per the judge "
               f"{edited_ok}/{n_edit}, nearest speaker still {a.speaker} {kept}/{n_edit}")
-        result.update(edits=n_edit, edit_success=edited_ok, edit_kept_speaker=kept)
-    (a.out / "speaker.json").write_text(json.dumps(result, indent=2))
+        result.update(edits=n_edit, edit_success=edited_ok, edit_kept_speaker=kept, edit_method=a.edit_method,
+                      edit_strength=a.edit_strength, edit_guidance_scale=a.edit_guidance_scale)
+    (a.out / f"speaker-{a.edit_method}-{a.edit_strength}.json").write_text(json.dumps(result, indent=2))
 
 
 def prepare_wave(path: Path, rate: int, samples: int) -> torch.Tensor:
