@@ -175,7 +175,8 @@ def main() -> None:
             near, _ = nearest_speakers(norm(mfcc_stats(out["waves"], rate_gen)), {s: held[s, to] for s in speakers})
             kept += near == a.speaker
             n_edit += 1
-        print(f"edits ({a.edit_method}, strength {a.edit_strength}, guidance {a.edit_guidance_scale or 'the run'}'s) "
+        scale = "the run's" if a.edit_guidance_scale is None else a.edit_guidance_scale
+        print(f"edits ({a.edit_method}, strength {a.edit_strength}, guidance {scale}) "
               f"of {n_edit} held-out clips of {a.speaker} into the next digit: new digit per the judge "
               f"{edited_ok}/{n_edit}, nearest speaker still {a.speaker} {kept}/{n_edit}")
         result.update(edits=n_edit, edit_success=edited_ok, edit_kept_speaker=kept, edit_method=a.edit_method,
