@@ -34,7 +34,7 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--take", type=int, default=10, help="the training take used as the instances (one per digit)")
     p.add_argument("--base", type=Path, default=None, help="base run (default: the shipped digits model)")
     p.add_argument("--out", type=Path, default=Path("runs/audio-speaker"))
-    p.add_argument("-n", type=int, default=10, help="generated clips per digit")
+    p.add_argument("-n", type=int, default=10, help="generated clips per digit (0: only the edits)")
     p.add_argument("--steps", type=int, default=400, help="fine-tuning steps")
     p.add_argument("--lora-rank", type=int, default=None)
     p.add_argument("--prior-samples", type=int, default=100)
@@ -132,7 +132,7 @@ def main() -> None:
 
     rows, hits, base_hits, inst_hits, correct = [], 0, 0, 0, 0
     t0 = time.perf_counter()
-    for d in range(10):
+    for d in range(10 if a.n else 0):
         mine = run.sample(a.n, label=f"{a.speaker}:{DIGITS[d]}", seed=d)["waves"]
         theirs = base.sample(a.n, label=DIGITS[d], seed=d)["waves"]
         near, dist = nearest_speakers(norm(mfcc_stats(mine, rate_gen)), {s: held[s, d] for s in speakers})
@@ -146,7 +146,7 @@ def main() -> None:
         correct += acc
         others = min(v for s, v in dist.items() if s != a.speaker)
         rows.append((DIGITS[d], acc, dist[a.speaker], others, near, near_base))
-    t_gen = (time.perf_counter() - t0) / (20 * a.n)
+    t_gen = (time.perf_counter() - t0) / max(1, 20 * a.n)
 
     print(f"\nspeaker {a.speaker}: {a.speaker}:DIGIT from take {a.take} of each digit; base {base.path}; "
           f"personalized in {t_fit:.0f} s ({a.steps} steps, lora rank {a.lora_rank}, {a.prior_samples} prior "
