@@ -28,7 +28,10 @@ def score(run, n: int, sampler: str, steps: int, sweep: dict) -> tuple[float, fl
     """(primary metric, seconds per sample) of ``run`` with ``sampler`` over ``steps`` intervals."""
     t0 = time.perf_counter()
     metrics = run.evaluate(n, sampler=sampler, steps=steps, seed=0, **sweep)
-    return metrics[run.domain.primary_metric], (time.perf_counter() - t0) / n
+    value, sec = metrics[run.domain.primary_metric], (time.perf_counter() - t0) / n
+    print(f"  {run.path} {sampler} {steps}: {value:.4g}, {sec:.4f} s/sample "
+          + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)), flush=True)
+    return value, sec
 
 
 def main() -> None:
@@ -61,6 +64,7 @@ def main() -> None:
     per_call = passes_per_call(teacher)
     rows = []
     s = teacher.config["sample"]
+    print("rows as they are measured (model, sampler, passes, metric, s/sample):", flush=True)
     value, sec = score(teacher, a.n, s["sampler"], s["steps"], sweep)
     rows.append(("teacher as shipped", f"{s['sampler']} {s['steps']}", nfe(s["sampler"], s["steps"]) * per_call,
                  value, sec))

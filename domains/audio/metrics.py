@@ -36,7 +36,10 @@ def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, c
     """|mu1 - mu2|^2 + Tr(C1 + C2 - 2 (C1^1/2 C2 C1^1/2)^1/2), the Frechet distance of two Gaussians."""
     mu1, mu2, cov1, cov2 = (t.double() for t in (mu1, mu2, cov1, cov2))
     s1 = _sqrt_psd(cov1)
-    cross = torch.linalg.eigvalsh(s1 @ cov2 @ s1).clamp(min=0).sqrt().sum()
+    m = s1 @ cov2 @ s1
+    # symmetric PSD, so its singular values are its eigenvalues; the SVD converges where eigh fails (degenerate
+    # features, e.g. a one-step sampler's near-identical clips)
+    cross = torch.linalg.svdvals((m + m.T) / 2).sqrt().sum()
     return float(((mu1 - mu2) ** 2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * cross)
 
 

@@ -87,3 +87,12 @@ def test_metrics_reject_bad_shapes():
         inception_score(torch.zeros(10))
     with pytest.raises(ValueError, match="N >= 2"):
         fid(torch.zeros(1, 3), torch.zeros(4, 3))
+
+
+def test_fid_of_collapsed_features_is_the_closed_form():
+    """A sampler that collapses every clip to one point: C1 = 0, so FID = |mu1 - mu2|^2 + Tr(C2), finite."""
+    g = torch.Generator().manual_seed(0)
+    other = torch.randn(400, 16, generator=g, dtype=torch.float64) * 2 + 1
+    collapsed = torch.full((50, 16), 3.0, dtype=torch.float64)
+    expected = float(((3.0 - other.mean(0)) ** 2).sum() + torch.trace(torch.cov(other.T)))
+    assert abs(fid(collapsed, other) - expected) < 1e-6 * expected
