@@ -319,6 +319,13 @@ def _autoencoder_report(ae: Any, opts: Any, seconds: float) -> str:
             f"run with --latent {ae.path}")
 
 
+def _personalize_report(run: Any, opts: Any, seconds: float) -> str:
+    facts = run.config["personalized"]
+    added = facts["classes"][-facts["adds"]:]
+    return (f"personalized {run.domain.name} with class{'es' if len(added) > 1 else ''} {', '.join(added)} in "
+            f"{seconds:.0f} s -> {run.path}; sample with --run {run.path} --class {added[0]}")
+
+
 def capabilities() -> dict[str, Capability]:
     """The capability commands, by name."""
     from polydiff.plugins.capabilities import (EditOptions, PersonalizeOptions, TrainAutoencoderOptions,
@@ -337,8 +344,7 @@ def capabilities() -> dict[str, Capability]:
             PersonalizeOptions, lazy("polydiff.plugins.personalize:personalize_command"),
             "Teach the run a new class NAME from a few examples (--instances), with prior preservation; --lora-rank "
             "for a small adapter.",
-            lambda run, o, t: (f"personalized {run.domain.name} with class {o.name!r} in {t:.0f} s -> {run.path}; "
-                               f"sample with --run {run.path} --class {o.name}"), labelled),
+            _personalize_report, labelled),
         "edit": Capability(
             EditOptions, lazy("polydiff.plugins.editing:edit_command"),
             "Redraw examples (--input) as another class (--to): inverted along the probability-flow ODE and "
