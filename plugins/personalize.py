@@ -25,10 +25,10 @@ With ``per_class`` the instances keep the classes they carry and the name binds 
 model: a new speaker saying each digit, ``sample --class NAME:seven``); prior preservation then draws every class.
 
 The config records ``personalized``: ``classes`` (all added class names, in label order after the base data's
-classes), ``per_class``, ``base_run``, ``base_classes`` (the label count of the base network), ``instances``, ``prior_weight``,
-``prior_samples``, ``related``, ``lora_rank``/``lora_alpha`` and ``adds`` (how many classes this run added on top of
-its base run). ``load_personalized`` loads such a folder; ``personalized_domain`` gives a domain whose class names
-end with the added ones, so ``run.sample(label="NAME")`` and ``sample --class NAME`` work.
+classes), ``per_class``, ``base_run``, ``base_classes`` (the label count of the base network), ``instances``,
+``prior_weight``, ``prior_samples``, ``related``, ``lora_rank``/``lora_alpha`` and ``adds`` (how many classes this
+run added on top of its base run). ``load_personalized`` loads such a folder; ``personalized_domain`` gives a domain
+whose class names end with the added ones, so ``run.sample(label="NAME")`` and ``sample --class NAME`` work.
 
 Instances come from the domain's ``read_instances(path, run_config)`` (a Batch in the network's space, normalised as
 the run's data; see ``instance_reader``). Conditions follow the labels convention of ``LabelEmbedding`` domains: a
@@ -407,6 +407,8 @@ def _bindings(base: Run, batch: Batch, name: str, names: list[str], related: int
     n = batch.x0.shape[0]
     if not per_class:
         return [name], [related], torch.zeros(n, dtype=torch.long)
+    if related is not None:
+        raise OptionError("--related", "not with --per-class: each NAME:CLASS starts from CLASS's own row")
     labels = labels_of(batch.cond)
     base_count = len(names) - len((base.config.get(FACTS) or {}).get("classes", []))
     if labels is None or bool(((labels < 0) | (labels >= base_count)).any()):

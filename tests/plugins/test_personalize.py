@@ -245,3 +245,5 @@ def test_per_class_binds_the_name_to_each_class_the_instances_carry(toy, base, t
     assert float((base2 - spots[2]).norm(dim=1).mean()) > 3.0
     with pytest.raises(UsageError, match="--per-class"):
         personalize_run(base, Batch(x0), "w", tmp_path / "w", per_class=True, steps=1)
+    with pytest.raises(OptionError, match="--related"):
+        personalize_run(base, Batch(x0, labels), "w", tmp_path / "w", per_class=True, related="1", steps=1)
