@@ -44,7 +44,10 @@ def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, c
 
 
 def fid(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
-    """FID between two feature sets [N, D], [M, D]."""
+    """FID between two feature sets [N, D], [M, D]; infinite when a set holds non-finite features (a sampler that
+    diverged), which no finite distance describes."""
+    if not (torch.isfinite(features_a).all() and torch.isfinite(features_b).all()):
+        return math.inf
     return frechet_distance(*gaussian_stats(features_a), *gaussian_stats(features_b))
 
 

@@ -96,3 +96,10 @@ def test_fid_of_collapsed_features_is_the_closed_form():
     collapsed = torch.full((50, 16), 3.0, dtype=torch.float64)
     expected = float(((3.0 - other.mean(0)) ** 2).sum() + torch.trace(torch.cov(other.T)))
     assert abs(fid(collapsed, other) - expected) < 1e-6 * expected
+
+
+def test_fid_of_diverged_features_is_infinite():
+    feats = torch.randn(50, 8, generator=torch.Generator().manual_seed(1))
+    bad = feats.clone()
+    bad[3, 2] = float("nan")
+    assert fid(bad, feats) == math.inf and math.isfinite(fid(feats, feats))
