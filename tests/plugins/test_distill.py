@@ -132,3 +132,15 @@ def test_a_round_fits_the_teachers_schedule_to_its_length_unless_told(teacher):
     given = distill.make_plan(teacher, steps=2, train={"steps": 200, "ema_decay": 0.999, "lr_decay": "none",
                                                        "warmup": 50})["train"]
     assert (given["ema_decay"], given["lr_decay"], given["warmup"]) == (0.999, "none", 50)
+
+
+def test_a_student_of_the_shipped_run_records_no_machine_path(toy):
+    """Distilling the shipped checkpoint records ``distilled_from = "shipped"``, so a shipped student names no
+    machine's folder; the plan keeps the resolved path for resume."""
+    from polydiff.plugins.runs import load_run as load
+
+    shipped = load(toy, None)
+    plan = distill.make_plan(shipped, steps=4, train={"steps": 10})
+    assert plan["teacher_is_shipped"] and plan["teacher"] == str(shipped.path.resolve())
+    cfg = distill.stage_config(shipped.config, plan, distill.stages(plan)[-1])
+    assert cfg["distillation"]["distilled_from"] == "shipped"
