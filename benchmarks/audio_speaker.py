@@ -74,7 +74,7 @@ def nearest_speakers(feats: torch.Tensor, held: dict[str, torch.Tensor]) -> tupl
 def main() -> None:
     a = arguments()
     import polydiff
-    from polydiff.domains.audio.clips import resample
+    from polydiff.domains.audio.clips import load_audio, prepare_clip, resample
     from polydiff.domains.audio.data import prepare
     from polydiff.domains.audio.digits import DIGITS
     from polydiff.domains.audio.evaluation import get_judge
@@ -126,8 +126,9 @@ def main() -> None:
                 "prior_weight": a.prior_weight, "overwrite": True})
             run = personalize_command(domain, options, str(base.device), command=None, progress=True)
         t_fit = time.perf_counter() - t0
-        instance_waves = torch.stack([prepare_wave(source / f"{d}_{a.speaker}_{a.take}.wav", rate_real,
-                                                   fsdd.normalizer.config.clip_samples) for d in range(10)])
+        instance_waves = torch.stack([prepare_clip(*load_audio(source / f"{d}_{a.speaker}_{a.take}.wav"),
+                                                   n=fsdd.normalizer.config.clip_samples, target=rate_real)
+                                      for d in range(10)])
     rate_gen = sampling_spec(base.config).normalizer.config.sample_rate
 
     rows, hits, base_hits, inst_hits, correct = [], 0, 0, 0, 0
@@ -182,14 +183,6 @@ def main() -> None:
         result.update(edits=n_edit, edit_success=edited_ok, edit_kept_speaker=kept, edit_method=a.edit_method,
                       edit_strength=a.edit_strength, edit_guidance_scale=a.edit_guidance_scale)
     (a.out / f"speaker-{a.edit_method}-{a.edit_strength}.json").write_text(json.dumps(result, indent=2))
-
-
-def prepare_wave(path: Path, rate: int, samples: int) -> torch.Tensor:
-    """A recording at ``rate``, fitted to ``samples`` as the training clips are."""
-    from polydiff.domains.audio.clips import fit_length, load_audio, resample
-
-    wave, sr = load_audio(path)
-    return fit_length(resample(wave, sr, rate), samples)
 
 
 if __name__ == "__main__":
