@@ -91,6 +91,9 @@ class DistillOptions:
     preset: str | None = option(None, "Preset whose train section the rounds use (default: the teacher's own).")
     config: Path | None = option(None, "TOML file with a [train] table overriding the rounds' training.", exists=True)
     round_steps: int | None = option(None, "Training steps per round (default: a quarter of the teacher's).", min=1)
+    sigma_max: float | None = option(
+        None, "Distil only the grid below this noise level (default: the teacher's sigma_max); for a teacher that "
+        "starts from a noised initial guess, e.g. molecules' ETKDG starts at init_sigma.", min=1e-6)
     teacher_sampler: str = option("ddim", "Deterministic teacher sampler whose steps are distilled.",
                                   choices=TEACHER_SAMPLERS)
     resume: bool = option(False, "Continue the distillation in --out (its plan; finished rounds are kept).",
@@ -204,8 +207,9 @@ def _guidance_plan(teacher: "Run", span: tuple[float, float] | None) -> dict[str
 def make_plan(teacher: "Run", *, steps: int = 4, rounds: int | None = None,
               guidance_scale_range: tuple[float, float] | None = None, train: dict[str, Any] | None = None,
               teacher_sampler: str = "ddim", weighting: str = "snr_trunc", grid: str | None = None,
-              seed: int = 0) -> dict[str, Any]:
-    """Everything a distillation does, fixed before it starts (written to ``rounds/plan.json``)."""
+              sigma_max: float | None = None, seed: int = 0) -> dict[str, Any]:
+    """Everything a distillation does, fixed before it starts (written to ``rounds/plan.json``). ``sigma_max`` (at
+    most the teacher's) distils the grid that starts there, for samplers that start part-way down the noise."""
     from polydiff.core.distillation import RAMP_GRIDS
 
     s = teacher.config["sample"]
@@ -218,6 +222,10 @@ def make_plan(teacher: "Run", *, steps: int = 4, rounds: int | None = None,
         raise OptionError("--weighting", f"must be one of {', '.join(WEIGHTINGS)}, not {weighting!r}")
     if steps < 1:
         raise OptionError("--steps", f"must be at least 1, got {steps}")
+    top = float(s["sigma_max"]) if sigma_max is None else float(sigma_max)
+    if not float(s["sigma_min"]) < top <= float(s["sigma_max"]):
+        raise OptionError("--sigma-max", f"must lie in ({s['sigma_min']}, {s['sigma_max']}] (the teacher's sigma "
+                          f"range); got {sigma_max}")
     guidance = _guidance_plan(teacher, guidance_scale_range)
     if rounds is None:
         rounds = max(1, math.ceil(math.log2(max(s["steps"], 1) / steps)))
@@ -227,7 +235,7 @@ def make_plan(teacher: "Run", *, steps: int = 4, rounds: int | None = None,
     is_shipped = shipped is not None and Path(teacher.path).resolve() == Path(shipped).resolve()
     return {"teacher": str(Path(teacher.path).resolve()), "teacher_is_shipped": is_shipped,
             "teacher_sample": dict(s), "teacher_sampler": teacher_sampler,
-            "grid": kind, "teacher_steps": steps * 2**rounds, "sigma_min": s["sigma_min"], "sigma_max": s["sigma_max"],
+            "grid": kind, "teacher_steps": steps * 2**rounds, "sigma_min": s["sigma_min"], "sigma_max": top,
             "steps": steps, "rounds": rounds, "weighting": weighting, "train": _round_train(teacher, train),
             "seed": seed, **guidance}
 
@@ -449,12 +457,13 @@ def _train_rounds(teacher: "Run", plan: dict[str, Any], out: Path, device: str,
 def distill_run(teacher: "Run", out: Path, *, steps: int = 4, rounds: int | None = None,
                 guidance_scale_range: tuple[float, float] | None = None, train: dict[str, Any] | None = None,
                 teacher_sampler: str = "ddim", weighting: str = "snr_trunc", grid: str | None = None,
-                device: str = "cpu", resume: bool = False, overwrite: bool = False, seed: int = 0,
-                command: str | None = None, stop_after: int | None = None) -> "Run":
+                sigma_max: float | None = None, device: str = "cpu", resume: bool = False, overwrite: bool = False,
+                seed: int = 0, command: str | None = None, stop_after: int | None = None) -> "Run":
     """Distil ``teacher`` into a student of ``steps`` DDIM steps in the run folder ``out`` and return it.
 
     ``train`` overrides the rounds' train section (``steps`` per round, ``lr``, ...); ``guidance_scale_range``
-    (lo, hi) makes a guidance-conditioned student (lo == hi: one scale baked in). ``resume`` continues ``out`` exactly
+    (lo, hi) makes a guidance-conditioned student (lo == hi: one scale baked in); ``sigma_max`` distils only the
+    grid below it (the student then samples from there, as molecules' ETKDG starts do). ``resume`` continues ``out`` exactly
     (its saved plan; this call's ``train`` overrides are merged in); ``stop_after`` returns after that many training
     steps in this call (time-boxed runs, tests), with the round in progress as the Run. Under ``torchrun`` rank 0
     guards and writes the folder; the other ranks return the last round's student.
@@ -472,7 +481,7 @@ def distill_run(teacher: "Run", out: Path, *, steps: int = 4, rounds: int | None
             _prepare_out(out, resume=resume, overwrite=overwrite)
         plan = (_read_plan(out, teacher, train) if resume else None) or make_plan(
             teacher, steps=steps, rounds=rounds, guidance_scale_range=guidance_scale_range, train=train,
-            teacher_sampler=teacher_sampler, weighting=weighting, grid=grid, seed=seed)
+            teacher_sampler=teacher_sampler, weighting=weighting, grid=grid, sigma_max=sigma_max, seed=seed)
         if first:
             (out / ROUNDS).mkdir(parents=True, exist_ok=True)
             (out / ROUNDS / PLAN).write_text(json.dumps(plan, indent=2, sort_keys=True))
@@ -520,5 +529,6 @@ def distill_command(domain: "Domain", options: DistillOptions, device: str = "cp
         train["steps"] = options.round_steps
     return distill_run(teacher, out, steps=options.steps, rounds=options.rounds,
                        guidance_scale_range=scale_range(options.guidance_scale_range), train=train,
-                       teacher_sampler=options.teacher_sampler, device=device, resume=options.resume,
+                       teacher_sampler=options.teacher_sampler, sigma_max=options.sigma_max, device=device,
+                       resume=options.resume,
                        overwrite=options.overwrite, seed=seed, command=command)

@@ -11,6 +11,7 @@ import torch
 
 from polydiff.core.schedules import make_grid
 from polydiff.plugins.config import fitted
+from polydiff.plugins.distill import distillation_of
 from polydiff.plugins.domain import SampleRequest, Samples
 from polydiff.plugins.errors import OptionError
 
@@ -88,6 +89,9 @@ def generate(run, request: SampleRequest, inputs: list[MolInput] | None = None) 
     sigma_start = float(opts.init_sigma or s["init_sigma"])
     if init == "etkdg" and not 0 < sigma_start <= s["sigma_max"]:
         raise OptionError("--init-sigma", f"must be in (0, {s['sigma_max']}] Angstrom; got {sigma_start}")
+    if init == "noise" and _starts_part_way(run.config):
+        raise OptionError("--init", f"this student was distilled for ETKDG starts at or below {s['sigma_max']} "
+                          "Angstrom, not for pure noise; use --init etkdg or sample its teacher")
     facts = run_facts(run.fitted)
     guarded = guard(inputs, facts)
     for name, why in guarded.refused.items():
@@ -111,6 +115,12 @@ def generate(run, request: SampleRequest, inputs: list[MolInput] | None = None) 
                     "init_sigma": sigma_start if init == "etkdg" else None,
                     "etkdg_started": sum(a is not None for a in starts),
                     "sec_per_conformer": seconds / max(1, len(graphs) * k), **screened.meta})
+
+
+def _starts_part_way(cfg: dict[str, Any]) -> bool:
+    """Whether the run is a student distilled only below its teacher's sigma_max (``distill --sigma-max``)."""
+    info = distillation_of(cfg)
+    return bool(info) and float(info["teacher_grid"]["sigma_max"]) < float(info["teacher_sample"]["sigma_max"])
 
 
 def _sample(run, request: SampleRequest, usable: list[MolInput], graphs: list, init: str, sigma_start: float,

@@ -85,3 +85,23 @@ def test_shipped_model_samples_as_before(shipped, init):
     assert set(got) == set(expected)
     for name, pos in got.items():
         assert np.abs(pos - np.asarray(expected[name])).max() < 1e-4, name
+
+
+def test_a_student_distilled_for_etkdg_starts_refuses_pure_noise(shipped):
+    """A student distilled only below init_sigma (``distill --sigma-max 0.3``) samples ETKDG starts; asked for pure
+    noise it says so in one line naming --init instead of denoising a 0.3 A cloud into nonsense."""
+    import dataclasses
+
+    from polydiff.plugins import distill
+    from polydiff.plugins.errors import OptionError
+
+    def student(**kw):
+        plan = distill.make_plan(shipped, steps=4, train={"steps": 1}, **kw)
+        return dataclasses.replace(shipped, config=distill.stage_config(shipped.config, plan, distill.stages(plan)[-1]))
+
+    part_way = student(sigma_max=0.3)
+    assert part_way.config["sample"]["sigma_max"] == pytest.approx(0.3)
+    with pytest.raises(OptionError, match="--init"):
+        part_way.sample(1, smiles=["CCO ethanol"], init="noise", seed=0)
+    whole = student()
+    assert whole.sample(1, smiles=["CCO ethanol"], init="noise", seed=0)["molecules"]

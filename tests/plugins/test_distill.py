@@ -144,3 +144,22 @@ def test_a_student_of_the_shipped_run_records_no_machine_path(toy):
     assert plan["teacher_is_shipped"] and plan["teacher"] == str(shipped.path.resolve())
     cfg = distill.stage_config(shipped.config, plan, distill.stages(plan)[-1])
     assert cfg["distillation"]["distilled_from"] == "shipped"
+
+
+def test_sigma_max_distils_the_grid_below_it(toy, teacher, tmp_path):
+    """``sigma_max`` (for samplers that start part-way down, as molecules' ETKDG starts do) makes the teacher grid and
+    the student's own grid start there and trains only on levels at or below it; a level outside the teacher's range
+    is refused naming the option."""
+    top = 1.5
+    plan = distill.make_plan(teacher, steps=4, train={"steps": 10}, sigma_max=top)
+    grid = distill.teacher_grid(plan)
+    assert float(grid[0]) == pytest.approx(top) and plan["teacher_steps"] == 8
+    out = tmp_path / "part"
+    distill.distill_run(teacher, out, steps=4, train={**ROUND, "steps": 2}, sigma_max=top)
+    student = load_run(toy, out)
+    assert student.config["sample"]["sigma_max"] == pytest.approx(top)
+    assert float(student.sigmas()[0]) == pytest.approx(top)
+    torch.testing.assert_close(student.sigmas(), student_sigmas(grid, 1), rtol=1e-5, atol=0)
+    for bad in (teacher.config["sample"]["sigma_max"] * 2, teacher.config["sample"]["sigma_min"] / 2):
+        with pytest.raises(OptionError, match="--sigma-max"):
+            distill.make_plan(teacher, steps=4, sigma_max=bad)
