@@ -7,7 +7,7 @@ import traceback
 import time
 from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import click
 import typer
@@ -69,7 +69,7 @@ def _root() -> typer.Typer:
         """A quick end-to-end pass over every domain: shipped checkpoint (or a short training run), samples, previews.
         Exits 1 when a domain fails or none is registered."""
         from polydiff.plugins.outputs import write_samples
-        from polydiff.plugins.runs import load_run, resolve_config, train
+        from polydiff.plugins.runs import resolve_config, train
         from polydiff.plugins.runtime import resolve_device, set_threads
 
         set_threads(threads)
@@ -84,8 +84,7 @@ def _root() -> typer.Typer:
             try:
                 domain = m.domain(name)
                 try:
-                    run = load_run(domain, None, dev)
-                    source = "shipped checkpoint"
+                    run, source = _demo_run(domain, dev)
                 except FileNotFoundError:
                     steps = min(train_steps, resolve_config(domain, "quick")["train"]["steps"])
                     cfg = resolve_config(domain, "quick", {"train": {"steps": steps, "ckpt_every": steps}})
@@ -104,6 +103,21 @@ def _root() -> typer.Typer:
             raise RuntimeError(f"the demo failed for {len(failures)} domain(s): {', '.join(failures)}")
 
     return app
+
+
+def _demo_run(domain, device) -> tuple[Any, str]:
+    """The run the demo samples: the shipped few-step student where its recorded measurement met its goal (said in
+    the source line), else the shipped checkpoint; FileNotFoundError when the domain ships none."""
+    from polydiff.plugins.distill import shipped_student, student_verdict
+    from polydiff.plugins.runs import load_run
+
+    student = shipped_student(domain)
+    verdict = student_verdict(student) if student is not None else None
+    if verdict and verdict.get("met"):
+        met = f"shipped 4-step student {student.name} (meets its goal: {verdict['measured']})"
+        return load_run(domain, student, device), met
+    missed = f" (its 4-step student {student.name} misses its goal: {verdict['measured']})" if verdict else ""
+    return load_run(domain, None, device), "shipped checkpoint" + missed
 
 
 def build_app() -> typer.Typer:

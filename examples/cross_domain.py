@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from polydiff.core.samplers import steps_for_nfe
+from polydiff.plugins.distill import shipped_student
 from polydiff.plugins.manager import get_manager
 from polydiff.plugins.runs import load_run, resolve_config, train
 
@@ -69,12 +70,6 @@ def main() -> None:
             print(f"| {label} | " + " | ".join(cells) + " |")
 
 
-def shipped_student(domain) -> Path | None:
-    """The 4-step student shipped beside the domain's checkpoint (``<checkpoint>-4step``), if there is one."""
-    if domain.shipped_run is None:
-        return None
-    folder = Path(domain.shipped_run).with_name(Path(domain.shipped_run).name + "-4step")
-    return folder if (folder / "config.json").is_file() else None
 
 if __name__ == "__main__":
     main()

@@ -113,6 +113,27 @@ def with_distillation(cfg: dict[str, Any], info: dict[str, Any]) -> dict[str, An
     return {**cfg, KEY: info}
 
 
+# ---- shipped students ---------------------------------------------------------------------------------------------
+
+GOAL = "goal.json"
+"""A shipped student's verdict against its goal: ``{"met": bool, "goal": str, "measured": str, "command": str}``,
+written from the benchmark that measured it, so ``demo`` uses a student only where it was shown to be good enough."""
+
+
+def shipped_student(domain: "Domain") -> Path | None:
+    """The few-step student shipped beside the domain's checkpoint (``<checkpoint>-4step``), if there is one."""
+    if domain.shipped_run is None:
+        return None
+    folder = Path(domain.shipped_run).with_name(Path(domain.shipped_run).name + "-4step")
+    return folder if (folder / "config.json").is_file() else None
+
+
+def student_verdict(folder: Path) -> dict[str, Any] | None:
+    """The student's ``goal.json`` (see ``GOAL``), or None when it records no measurement."""
+    path = Path(folder) / GOAL
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 # ---- students: build and load ------------------------------------------------------------------------------------
 
 # ---- the plan ----------------------------------------------------------------------------------------------------
@@ -463,8 +484,8 @@ def distill_run(teacher: "Run", out: Path, *, steps: int = 4, rounds: int | None
 
     ``train`` overrides the rounds' train section (``steps`` per round, ``lr``, ...); ``guidance_scale_range``
     (lo, hi) makes a guidance-conditioned student (lo == hi: one scale baked in); ``sigma_max`` distils only the
-    grid below it (the student then samples from there, as molecules' ETKDG starts do). ``resume`` continues ``out`` exactly
-    (its saved plan; this call's ``train`` overrides are merged in); ``stop_after`` returns after that many training
+    grid below it (the student then samples from there, as molecules' ETKDG starts do). ``resume`` continues ``out``
+    exactly (its saved plan; this call's ``train`` overrides are merged in); ``stop_after`` returns after that many training
     steps in this call (time-boxed runs, tests), with the round in progress as the Run. Under ``torchrun`` rank 0
     guards and writes the folder; the other ranks return the last round's student.
     """

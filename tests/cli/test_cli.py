@@ -175,3 +175,25 @@ def test_every_capability_command_runs_and_reports(toy_run, tmp_path):
     assert (tmp_path / "ae" / "reconstruction.json").is_file() and (tmp_path / "control" / "config.json").is_file()
     again = polydiff("toy", "distill", *commands["distill"], *common)
     assert again.returncode == 2 and again.stderr.count("error:") == 1
+
+
+def test_demo_uses_a_shipped_student_only_where_it_met_its_goal(tmp_path):
+    """The shipped toy student records that it misses its goal, so the demo keeps the teacher and says why; the same
+    student recorded as meeting it is what the demo samples, said in the source line."""
+    import dataclasses
+    import shutil
+
+    from polydiff.cli.app import _demo_run
+    from polydiff.plugins.manager import get_manager
+
+    toy = get_manager().domain("toy")
+    run, source = _demo_run(toy, "cpu")
+    assert run.path.resolve() == Path(toy.shipped_run).resolve()
+    assert "moons-4step misses its goal: energy distance 0.0037" in source
+    shutil.copytree(Path(toy.shipped_run).parent, tmp_path / "checkpoints")
+    record = tmp_path / "checkpoints" / "moons-4step" / "goal.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "met": True}))
+    met = dataclasses.replace(toy, shipped_run=tmp_path / "checkpoints" / "moons")
+    run, source = _demo_run(met, "cpu")
+    assert run.path == tmp_path / "checkpoints" / "moons-4step" and run.config["sample"]["steps"] == 4
+    assert source.startswith("shipped 4-step student moons-4step (meets its goal")
