@@ -155,6 +155,7 @@ def controlled_domain(domain: Domain, kind: str, control: Control) -> Domain:
         options=options,
         drop_cond=partial(_drop_cond, domain) if domain.drop_cond is not None else None,
         null_cond=partial(_null_cond, domain) if domain.null_cond is not None else None,
+        loss=None,  # the branch learns the diffusion loss (a domain's override is for its other networks: vocoders)
         shipped_run=None,
     )
 

@@ -9,6 +9,7 @@ the input so the network can place the word where the data put it.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 
 import torch
@@ -59,7 +60,13 @@ def position_channels(length: int, channels: int, device: torch.device | None = 
 
 
 class MelUNet(nn.Module):
-    """``F(x_in, c_noise, cond)`` on [B, 1, n_mels, frames]; ``cond`` is None or ``{"label": LongTensor[B]}``."""
+    """``F(x_in, c_noise, cond)`` on [B, 1, n_mels, frames]; ``cond`` is None or ``{"label": LongTensor[B]}``.
+
+    Controllable (``polydiff.core.control``) through its U-Net: the residual features are the U-Net's, channels-first
+    over frames (``1d``) or bins x frames (``2d``), so a control over time ([B, c, frames]) is a grid hint either way.
+    """
+
+    feature_axis = 1
 
     def __init__(self, config: NetConfig = NetConfig()) -> None:
         super().__init__()
@@ -75,14 +82,35 @@ class MelUNet(nn.Module):
                          attn_levels=config.attn_levels, num_classes=config.num_classes, dropout=config.dropout,
                          dims=1 if one_d else 2)
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None,
+                residuals: list[torch.Tensor] | None = None) -> torch.Tensor:
+        out = self.unet(self._unet_input(x, cond), c_noise, cond, residuals=residuals)
+        return out if self.config.layout == "2d" else out[:, None]
+
+    def feature_channels(self) -> list[int]:
+        """Channels of each residual feature (the control protocol)."""
+        return self.unet.feature_channels()
+
+    def features(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None,
+                 hint: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The U-Net's residual features of ``x`` (the control protocol)."""
+        return self.unet.features(self._unet_input(x, cond), c_noise, cond, hint=hint)
+
+    def control_branch(self) -> "MelUNet":
+        """A copy whose U-Net is its encoder half (the trainable branch of a ControlNet)."""
+        branch = copy.deepcopy(self)
+        branch.unet = self.unet.control_branch()
+        return branch
+
+    def _unet_input(self, x: torch.Tensor, cond: dict | None) -> torch.Tensor:
+        """What the U-Net reads: ``x`` with the position channels, the bins as channels in the ``1d`` layout."""
         if cond is not None and cond.get("label") is not None and self.config.num_classes == 0:
             raise ValueError("this audio model is unconditional; sample without a class")
         if self.config.layout == "2d":
-            return self.unet(self._with_positions(x), c_noise, cond)
+            return self._with_positions(x)
         if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] != self.config.n_mels:
             raise ValueError(f"this audio model needs [B, 1, {self.config.n_mels}, frames]; got {tuple(x.shape)}")
-        return self.unet(self._with_positions(x[:, 0]), c_noise, cond)[:, None]
+        return self._with_positions(x[:, 0])
 
     def _with_positions(self, x: torch.Tensor) -> torch.Tensor:
         """Append the position channels: over frames ([B, C, frames]), or frames and bins ([B, 1, bins, frames])."""

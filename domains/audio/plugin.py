@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from polydiff.plugins import hookimpl
-from polydiff.plugins.domain import Classes, Count, DataSource, Domain, Verb
+from polydiff.plugins.domain import Classes, Control, Count, DataSource, Domain, Verb
 from polydiff.plugins.lazy import lazy
 from polydiff.plugins.options import option
 
@@ -173,6 +173,11 @@ def make_domain() -> Domain:
         collate=lazy("polydiff.domains.audio.vocoder_data:collate"),
         loss=lazy("polydiff.domains.audio.spectral_loss:loss"),
         read_instances=lazy("polydiff.domains.audio.sampling:read_instances"),
+        controls={"envelope": Control(
+            lazy("polydiff.domains.audio.control:envelope_control"),
+            "The loudness envelope of a clip (mean log-mel per frame, scaled to [0, 1]): the sample follows its "
+            "rhythm; --control: a .wav/.flac/.ogg clip or a folder of them, or a .npy of envelopes [n, 1, frames].",
+            read=lazy("polydiff.domains.audio.control:read_envelopes"))},
         label_cond=lambda labels: {"label": labels},
         drop_cond=lazy("polydiff.domains.common.embeddings:drop_label_cond"),
         null_cond=lazy("polydiff.domains.common.embeddings:null_label_cond"),

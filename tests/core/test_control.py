@@ -1,5 +1,5 @@
-"""ControlNet (core/control.py) and the residual-features protocol of the toy MLP, the shared U-Net and the points
-transformer: at initialisation a controlled denoiser equals its base to 1e-6, the base is frozen and the branch is
+"""ControlNet (core/control.py) and the residual-features protocol of the toy MLP, the shared U-Net, the audio
+mel U-Net (both layouts, controlled over time) and the points transformer: at initialisation a controlled denoiser equals its base to 1e-6, the base is frozen and the branch is
 the base's encoder, the control rides in the condition through batched guidance, and guidance on the control."""
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from polydiff.core.control import (Controllable, ControlGuided, ControlNet, Grid
                                    with_control)
 from polydiff.core.guidance import cfg
 from polydiff.core.denoisers import Denoiser
+from polydiff.domains.audio.network import MelUNet, NetConfig
 from polydiff.domains.common.unet import UNet
 from polydiff.domains.points.network import PointSetTransformer
 from polydiff.domains.toy.network import ToyMLP
@@ -30,6 +31,10 @@ CASES = {
     "unet2d": (lambda: UNet(2, base=16, mults=(1, 2), num_res=1, attn_levels=(1,), num_classes=3), (2, 2, 8, 8),
                {"label": torch.tensor([0, 2])}, (1, 8, 8)),
     "unet1d": (lambda: UNet(3, base=16, mults=(1, 2), num_res=1, attn_levels=(), dims=1), (2, 3, 16), None, (4,)),
+    "mel1d": (lambda: MelUNet(NetConfig(base=16, mults=(1, 2), attn_levels=(), layout="1d", n_mels=8,
+                                        pos_channels=4)), (2, 1, 8, 16), {"label": torch.tensor([3, -1])}, (1, 16)),
+    "mel2d": (lambda: MelUNet(NetConfig(base=16, mults=(1, 2), attn_levels=(), layout="2d", n_mels=8,
+                                        pos_channels=2)), (2, 1, 8, 16), {"label": torch.tensor([0, 9])}, (1, 16)),
     "points": (lambda: PointSetTransformer(dim=32, depth=2, latents=8, heads=4, num_classes=2, fourier=8),
                (2, 20, 3), {"label": torch.tensor([1, 0])}, (7, 3)),
 }
