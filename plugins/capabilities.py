@@ -89,7 +89,8 @@ class TrainControlOptions:
     run: Path | None = option(None, "Base run folder (default: the domain's shipped run).", exists=True)
     control: str | None = option(None, "Kind of control signal, one the domain declares (required).")
     out: Path | None = option(None, "Control run folder to write (required).")
-    steps: int = option(1000, "Training steps of the control branch.", min=1)
+    steps: int | None = option(None, "Training steps of the control branch (default 1000; with --resume: the run's "
+                                     "own, or a larger number to extend it).", min=1)
     lr: float | None = option(None, "Learning rate (default: the base run's).", min=0.0)
     batch_size: int | None = option(None, "Batch size (default: the base run's).", min=1)
     dropout: float = option(0.0, "Probability of dropping the control while training: > 0 learns a null control for "

@@ -47,6 +47,7 @@ from .personalize import cat_rows, load_any, read_array
 from .runs import Run, build_denoiser, default_loss, load_run
 
 EVALUATE_CONTROLS = 2000
+DEFAULT_STEPS = 1000
 
 
 def controls_of(domain: Domain) -> dict[str, Control]:
@@ -341,14 +342,14 @@ def _loss(view: Domain, control: Control, cfg: dict[str, Any], dropout: float):
     return loss
 
 
-def train_control(base: Run, control: str | Control, out: Path, *, kind: str | None = None, steps: int = 1000,
-                  lr: float | None = None,
-                  batch_size: int | None = None, dropout: float = 0.0, guidance_scale: float = 1.0, seed: int = 0,
+def train_control(base: Run, control: str | Control, out: Path, *, kind: str | None = None,
+                  steps: int | None = None, lr: float | None = None, batch_size: int | None = None, dropout: float = 0.0, guidance_scale: float = 1.0, seed: int = 0,
                   device: str | torch.device | None = None, resume: bool = False, overwrite: bool = False,
                   command: str | None = None, progress: bool = False, stop_after: int | None = None) -> Run:
     """Train a ControlNet branch on the frozen ``base`` run for ``control`` (a kind the domain declares, or a
     ``Control`` named ``kind``) into the run folder ``out``; returns the control Run (``run.sample(n,
-    control=...)``)."""
+    control=...)``). ``steps``: 1000 by default; with ``resume``, the run's own unless given (a larger number extends
+    the run, as ``train --resume --steps`` does)."""
     domain, out = base.domain, Path(out)
     if base.config.get("latent") or base.config.get("control"):
         raise UsageError(f"{base.path} is a {'latent' if base.config.get('latent') else 'control'} run; train the "
@@ -362,10 +363,12 @@ def train_control(base: Run, control: str | Control, out: Path, *, kind: str | N
         dataset = domain.build_dataset(base.config["data"], "train")
         if resume and saved.is_file():
             cfg = validate_config(json.loads(saved.read_text()), view.sections)
+            if steps is not None:
+                cfg = {**cfg, "train": {**cfg["train"], "steps": steps}}
         else:
             probe = example_batch(domain, dataset, [0, 1])
             shape = list(control.compute(probe, torch.Generator().manual_seed(seed)).shape[1:])
-            train = _train_section(base, steps, lr, batch_size, seed, progress)
+            train = _train_section(base, steps or DEFAULT_STEPS, lr, batch_size, seed, progress)
             cfg = validate_config(control_config(base, kind, control, shape, train, dropout, guidance_scale),
                                   view.sections)
         if command:

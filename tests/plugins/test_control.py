@@ -121,3 +121,18 @@ def test_the_command_and_what_it_refuses(toy, base, folders, tmp_path) -> None:
     latent = dataclasses.replace(base, config={**base.config, "latent": {"shape": [2]}})
     with pytest.raises(UsageError, match="latent run"):
         train_control(latent, X, tmp_path / "no", kind="x")
+
+
+def test_resume_with_more_steps_extends_the_run_exactly(base, tmp_path) -> None:
+    """``train-control --resume --steps N`` extends a finished run to N steps, the same weights as one run of N
+    steps (as ``train --resume --steps`` does); without --steps the run keeps its own length."""
+    from safetensors.torch import load_file
+
+    whole = train_control(base, X, tmp_path / "whole", kind="x", steps=20)
+    train_control(base, X, tmp_path / "legs", kind="x", steps=10)
+    legs = train_control(base, X, tmp_path / "legs", kind="x", steps=20, resume=True)
+    assert legs.config["train"]["steps"] == 20 == whole.config["train"]["steps"]
+    a, b = (load_file(str(p / "checkpoint" / "model.safetensors")) for p in (tmp_path / "whole", tmp_path / "legs"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    again = train_control(base, X, tmp_path / "legs", kind="x", resume=True)
+    assert again.config["train"]["steps"] == 20
