@@ -62,7 +62,8 @@ def main() -> None:
 
     set_threads(None)
     controlled = polydiff.load("audio", a.run)
-    base = polydiff.load("audio", Path(controlled.config["control"]["base_run"]))
+    where = controlled.config["control"]["base_run"]
+    base = polydiff.load("audio", None if where == "shipped" else Path(where))
     data = prepare(base.config["data"])
     judge = get_judge(data)
     test_env, test_labels = envelope(data.test_x)[:, 0], data.test.labels

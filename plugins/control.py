@@ -320,7 +320,10 @@ def control_config(base: Run, kind: str, control: Control, shape: list[int], tra
         raise UsageError(f"the {base.domain.name} network ({type(net).__name__}) does not expose its residual "
                          "features, so it cannot be controlled (see polydiff.core.control)")
     encoder = "domain" if control.encoder is not None else encoder_kind(shape, net.feature_axis)
-    section = {"kind": kind, "base_run": str(Path(base.path).resolve()), "control_shape": shape, "encoder": encoder,
+    shipped = base.domain.shipped_run
+    is_shipped = shipped is not None and Path(base.path).resolve() == Path(shipped).resolve()
+    where = "shipped" if is_shipped else str(Path(base.path).resolve())  # no machine's path in a shipped control run
+    section = {"kind": kind, "base_run": where, "control_shape": shape, "encoder": encoder,
                "dropout": dropout, "guidance_scale": guidance_scale}
     return {**base.config, "fitted": base.fitted, "train": train,
             "control": validate_section("control", section, ControlSection)}
@@ -343,7 +346,8 @@ def _loss(view: Domain, control: Control, cfg: dict[str, Any], dropout: float):
 
 
 def train_control(base: Run, control: str | Control, out: Path, *, kind: str | None = None,
-                  steps: int | None = None, lr: float | None = None, batch_size: int | None = None, dropout: float = 0.0, guidance_scale: float = 1.0, seed: int = 0,
+                  steps: int | None = None, lr: float | None = None, batch_size: int | None = None,
+                  dropout: float = 0.0, guidance_scale: float = 1.0, seed: int = 0,
                   device: str | torch.device | None = None, resume: bool = False, overwrite: bool = False,
                   command: str | None = None, progress: bool = False, stop_after: int | None = None) -> Run:
     """Train a ControlNet branch on the frozen ``base`` run for ``control`` (a kind the domain declares, or a

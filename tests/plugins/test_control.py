@@ -136,3 +136,10 @@ def test_resume_with_more_steps_extends_the_run_exactly(base, tmp_path) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     again = train_control(base, X, tmp_path / "legs", kind="x", resume=True)
     assert again.config["train"]["steps"] == 20
+
+
+def test_a_control_run_of_the_shipped_run_records_no_machine_path(toy, tmp_path) -> None:
+    from polydiff.plugins.runs import load_run
+
+    run = train_control(load_run(toy, None), X, tmp_path / "c", kind="x", steps=1)
+    assert run.config["control"]["base_run"] == "shipped"
