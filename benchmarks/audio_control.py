@@ -1,13 +1,14 @@
 """Audio controlled by a loudness envelope (issue 20, item 5): does a generated digit follow the rhythm of another clip?
 
-For each digit d, ``--per-digit`` clips of *other* digits are drawn (seeded) from the base run's test split (unheard
-voices); their envelopes (``domains/audio/control.py``) control samples of digit d. In one run, with the same seeds
+For each digit d, ``--per-digit`` clips of *other* digits (``--pairing same``: of digit d, other voices) are drawn
+(seeded) from the base run's test split (unheard voices); their envelopes (``domains/audio/control.py``) control
+samples of digit d. In one run, with the same seeds
 and sampler settings (the base run's: 50 Euler-Maruyama steps, classifier-free guidance 1.5):
 
 - controlled: the control run at each ``--control-scales`` value (1: the control as trained; > 1: classifier-free
   guidance on the control, one extra pass per step);
 - uncontrolled: the base run alone, the same digits and seeds;
-- real: a real test clip of digit d (seeded), the agreement two real clips of different digits have by chance.
+- real: a real test clip of digit d (seeded), the agreement two real clips have by chance.
 
 Reported: the mean Pearson correlation between the control's envelope and the clip's envelope, reanalysed from the
 vocoded waveform (what a listener hears), over all frames and within the word (frames where the control is above
@@ -51,6 +52,9 @@ def main() -> None:
     p.add_argument("--per-digit", type=int, default=20)
     p.add_argument("--control-scales", default="1,2")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pairing", default="other", choices=("other", "same"),
+                   help="controls from clips of other digits (a rhythm the digit does not have) or of the same digit "
+                        "in other voices")
     a = p.parse_args()
 
     import polydiff
@@ -70,7 +74,7 @@ def main() -> None:
     g = torch.Generator().manual_seed(a.seed)
     picks, reals, digits = [], [], []
     for d in range(10):
-        others = torch.nonzero(test_labels != d).flatten()
+        others = torch.nonzero((test_labels != d) if a.pairing == "other" else (test_labels == d)).flatten()
         same = torch.nonzero(test_labels == d).flatten()
         picks.append(others[torch.randperm(len(others), generator=g)[:a.per_digit]])
         reals.append(same[torch.randint(len(same), (a.per_digit,), generator=g)])
@@ -90,7 +94,8 @@ def main() -> None:
         print(f"| {label} | {agreement(envelope(x)[:, 0], controls)} | {m['accuracy']:.3f} | {m['fid']:.2f} "
               f"| {sec:.2f} |", flush=True)
 
-    print(f"{len(digits)} clips ({a.per_digit} per digit), controls: envelopes of test clips of other digits; "
+    print(f"{len(digits)} clips ({a.per_digit} per digit), controls: envelopes of test clips of "
+          f"{'other digits' if a.pairing == 'other' else 'the same digit (other voices)'}; "
           f"control run {controlled.path}, base {base.path}")
     print("| clips | envelope r | r within the word | r > 0.8 | digit accuracy | FID | s/clip |")
     print("|---|---|---|---|---|---|---|")
