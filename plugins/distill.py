@@ -252,9 +252,9 @@ def make_plan(teacher: "Run", *, steps: int = 4, rounds: int | None = None,
         rounds = max(1, math.ceil(math.log2(max(s["steps"], 1) / steps)))
     if rounds < (0 if guidance["guidance_stage"] else 1):
         raise OptionError("--rounds", f"must be at least 1 without a guidance range, got {rounds}")
-    shipped = teacher.domain.shipped_run
-    is_shipped = shipped is not None and Path(teacher.path).resolve() == Path(shipped).resolve()
-    return {"teacher": str(Path(teacher.path).resolve()), "teacher_is_shipped": is_shipped,
+    from .runs import is_shipped
+
+    return {"teacher": str(Path(teacher.path).resolve()), "teacher_is_shipped": is_shipped(teacher),
             "teacher_sample": dict(s), "teacher_sampler": teacher_sampler,
             "grid": kind, "teacher_steps": steps * 2**rounds, "sigma_min": s["sigma_min"], "sigma_max": top,
             "steps": steps, "rounds": rounds, "weighting": weighting, "train": _round_train(teacher, train),
@@ -485,9 +485,9 @@ def distill_run(teacher: "Run", out: Path, *, steps: int = 4, rounds: int | None
     ``train`` overrides the rounds' train section (``steps`` per round, ``lr``, ...); ``guidance_scale_range``
     (lo, hi) makes a guidance-conditioned student (lo == hi: one scale baked in); ``sigma_max`` distils only the
     grid below it (the student then samples from there, as molecules' ETKDG starts do). ``resume`` continues ``out``
-    exactly (its saved plan; this call's ``train`` overrides are merged in); ``stop_after`` returns after that many training
-    steps in this call (time-boxed runs, tests), with the round in progress as the Run. Under ``torchrun`` rank 0
-    guards and writes the folder; the other ranks return the last round's student.
+    exactly (its saved plan; this call's ``train`` overrides are merged in); ``stop_after`` returns after that many
+    training steps in this call (time-boxed runs, tests), with the round in progress as the Run. Under ``torchrun``
+    rank 0 guards and writes the folder; the other ranks return the last round's student.
     """
     from polydiff.core.training import distributed_context
 

@@ -59,7 +59,7 @@ from .errors import OptionError, UsageError
 from .folders import locked, prepare_train_folder
 from .manager import get_manager
 from .capabilities import PersonalizeOptions
-from .runs import Run, build_denoiser, default_loss, load_run
+from .runs import Run, build_denoiser, default_loss, is_shipped, load_run
 
 Tensor = torch.Tensor
 FACTS = "personalized"
@@ -336,10 +336,8 @@ def _loss(base: Run, cfg: dict[str, Any], instances: Batch, pool: Batch | None,
 def _facts(base: Run, added: list[str], n: int, options: PersonalizeOptions, base_classes: int) -> dict[str, Any]:
     """The ``personalized`` record of a new run on top of ``base`` that adds the classes ``added``."""
     earlier = base.config.get(FACTS) or {}
-    shipped_run = base.domain.shipped_run
-    shipped = shipped_run is not None and Path(base.path).resolve() == Path(shipped_run).resolve()
     return {"classes": [*earlier.get("classes", []), *added], "adds": len(added), "per_class": options.per_class,
-            "base_run": "shipped" if shipped else str(Path(base.path).resolve()),
+            "base_run": "shipped" if is_shipped(base) else str(Path(base.path).resolve()),
             "base_classes": earlier.get("base_classes", base_classes), "instances": n,
             "prior_weight": options.prior_weight, "prior_samples": options.prior_samples if options.prior_weight else 0,
             "related": options.related, "lora_rank": options.lora_rank,

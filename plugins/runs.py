@@ -177,6 +177,12 @@ def export_run(run_dir: Path, out: Path, dtype: str = "float16", *, overwrite: b
     return out
 
 
+def is_shipped(run: "Run") -> bool:
+    """Whether ``run`` is its domain's shipped checkpoint (runs made from it record "shipped", not a machine path)."""
+    shipped = run.domain.shipped_run
+    return shipped is not None and Path(run.path).resolve() == Path(shipped).resolve()
+
+
 def load_run(domain: Domain, run_dir: Path | None = None, device: str | torch.device = "cpu") -> "Run":
     """Load a run folder (or the domain's shipped run) as a Run holding the EMA denoiser in eval mode."""
     if run_dir is None:

@@ -1,11 +1,12 @@
 """The audio control of ``train-control``: a clip's loudness envelope, so a digit can follow the rhythm of another.
 
 The envelope is the mean log-mel over the bands of each frame (the log of the geometric-mean band power: the 0th
-cepstral coefficient, MFCCs' usual log-energy term), scaled to [0, 1] within the clip. The scaling makes it the same whether it is computed from normalised log-mels (training) or
-from raw log-mels; a reference clip (``sample --control clip.wav``) is peak-normalised first, as the training clips
-are, so its recording level does not matter: the envelope carries when the speech is loud and when it is quiet. Energy was chosen over a pitch contour because
-every frame has one (pitch is undefined in the unvoiced and silent frames that shape a digit's rhythm) and it needs
-no pitch tracker.
+cepstral coefficient, MFCCs' usual log-energy term), scaled to [0, 1] within the clip. The scaling makes it the same
+whether it is computed from normalised log-mels (training) or from raw log-mels; a reference clip (``sample --control
+clip.wav``) is peak-normalised first, as the training clips are, so its recording level does not matter: the
+envelope carries when the speech is loud and when it is quiet. Energy was chosen over a pitch contour because every
+frame has one (pitch is undefined in the unvoiced and silent frames that shape a digit's rhythm) and it needs no
+pitch tracker.
 """
 from __future__ import annotations
 
