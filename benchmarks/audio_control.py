@@ -62,12 +62,14 @@ def main() -> None:
     from polydiff.domains.audio.data import prepare
     from polydiff.domains.audio.digits import DIGITS
     from polydiff.domains.audio.evaluation import get_judge, score
+    from polydiff.plugins.manager import get_manager
+    from polydiff.plugins.runs import shipped_folder
     from polydiff.plugins.runtime import set_threads
 
     set_threads(None)
     controlled = polydiff.load("audio", a.run)
     where = controlled.config["control"]["base_run"]
-    base = polydiff.load("audio", None if where == "shipped" else Path(where))
+    base = polydiff.load("audio", shipped_folder(get_manager().domain("audio"), where) or Path(where))
     data = prepare(base.config["data"])
     judge = get_judge(data)
     test_env, test_labels = envelope(data.test_x)[:, 0], data.test.labels

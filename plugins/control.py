@@ -44,7 +44,7 @@ from .folders import locked, prepare_train_folder
 from .manager import get_manager
 from .options import fields_of, option
 from .personalize import cat_rows, load_any, read_array
-from .runs import Run, build_denoiser, default_loss, is_shipped, load_run
+from .runs import Run, build_denoiser, default_loss, load_run, shipped_name
 
 EVALUATE_CONTROLS = 2000
 DEFAULT_STEPS = 1000
@@ -320,7 +320,7 @@ def control_config(base: Run, kind: str, control: Control, shape: list[int], tra
         raise UsageError(f"the {base.domain.name} network ({type(net).__name__}) does not expose its residual "
                          "features, so it cannot be controlled (see polydiff.core.control)")
     encoder = "domain" if control.encoder is not None else encoder_kind(shape, net.feature_axis)
-    where = "shipped" if is_shipped(base) else str(Path(base.path).resolve())  # no machine path in a shipped run
+    where = shipped_name(base) or str(Path(base.path).resolve())  # no machine path in a shipped run
     section = {"kind": kind, "base_run": where, "control_shape": shape, "encoder": encoder,
                "dropout": dropout, "guidance_scale": guidance_scale}
     return {**base.config, "fitted": base.fitted, "train": train,

@@ -12,7 +12,7 @@ A distillation into ``--out STUDENT`` leaves::
 The final student is an ordinary run folder: its ``sample`` section names its own grid (DDIM, N / 2^R steps: the
 teacher grid's every 2^R-th point, which for Karras and exponential grids is such a grid with a larger sigma_min),
 so ``sample``, ``evaluate``, ``export`` and sweeps use it as they use any run. What was distilled is recorded in the
-config (``distillation_of``): ``distilled_from`` (the teacher folder, or "shipped"), the teacher's own ``sample`` section, the
+config (``distillation_of``): ``distilled_from`` (the teacher folder, or ``shipped:<folder>``), the teacher's own ``sample`` section, the
 teacher sampler and grid, the student's steps and rounds, the guidance range and how the scale is embedded.
 
 Resume is exact: the plan is read back, finished rounds are skipped, an interrupted round continues from its
@@ -252,9 +252,9 @@ def make_plan(teacher: "Run", *, steps: int = 4, rounds: int | None = None,
         rounds = max(1, math.ceil(math.log2(max(s["steps"], 1) / steps)))
     if rounds < (0 if guidance["guidance_stage"] else 1):
         raise OptionError("--rounds", f"must be at least 1 without a guidance range, got {rounds}")
-    from .runs import is_shipped
+    from .runs import shipped_name
 
-    return {"teacher": str(Path(teacher.path).resolve()), "teacher_is_shipped": is_shipped(teacher),
+    return {"teacher": str(Path(teacher.path).resolve()), "teacher_shipped": shipped_name(teacher),
             "teacher_sample": dict(s), "teacher_sampler": teacher_sampler,
             "grid": kind, "teacher_steps": steps * 2**rounds, "sigma_min": s["sigma_min"], "sigma_max": top,
             "steps": steps, "rounds": rounds, "weighting": weighting, "train": _round_train(teacher, train),
@@ -283,7 +283,7 @@ def stage_config(teacher_cfg: dict[str, Any], plan: dict[str, Any], stage: Stage
         sample.update(guidance=GUIDANCE_METHOD, guidance_scale=scale)
     elif span:
         sample.update(guidance="cfg", guidance_scale=1.0)
-    teacher = "shipped" if plan.get("teacher_is_shipped") else plan["teacher"]  # no machine's path in a shipped run
+    teacher = plan.get("teacher_shipped") or plan["teacher"]  # no machine's path in a shipped run
     info = {"distilled_from": teacher, "method": "progressive", "teacher_sample": plan["teacher_sample"],
             "teacher_sampler": plan["teacher_sampler"],
             "teacher_grid": {k: plan[k] for k in ("grid", "teacher_steps", "sigma_min", "sigma_max")},

@@ -59,7 +59,7 @@ from .errors import OptionError, UsageError
 from .folders import locked, prepare_train_folder
 from .manager import get_manager
 from .capabilities import PersonalizeOptions
-from .runs import Run, build_denoiser, default_loss, is_shipped, load_run
+from .runs import Run, build_denoiser, default_loss, load_run, shipped_folder, shipped_name
 
 Tensor = torch.Tensor
 FACTS = "personalized"
@@ -337,7 +337,7 @@ def _facts(base: Run, added: list[str], n: int, options: PersonalizeOptions, bas
     """The ``personalized`` record of a new run on top of ``base`` that adds the classes ``added``."""
     earlier = base.config.get(FACTS) or {}
     return {"classes": [*earlier.get("classes", []), *added], "adds": len(added), "per_class": options.per_class,
-            "base_run": "shipped" if is_shipped(base) else str(Path(base.path).resolve()),
+            "base_run": shipped_name(base) or str(Path(base.path).resolve()),
             "base_classes": earlier.get("base_classes", base_classes), "instances": n,
             "prior_weight": options.prior_weight, "prior_samples": options.prior_samples if options.prior_weight else 0,
             "related": options.related, "lora_rank": options.lora_rank,
@@ -527,7 +527,7 @@ def personalized_domain(domain: Domain) -> Domain:
 def _base_of(domain: Domain, facts: dict[str, Any], device: str | torch.device) -> Run:
     """The run a LoRA personalization sits on."""
     where = facts["base_run"]
-    path = None if where == "shipped" else Path(where)
+    path = shipped_folder(domain, where) or Path(where)
     if path is not None and not (path / "config.json").is_file():
         raise UsageError(f"this personalization is an adapter on the base run {path}, which is not there; "
                          "put the base run back or personalize without --lora-rank")

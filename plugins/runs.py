@@ -177,10 +177,28 @@ def export_run(run_dir: Path, out: Path, dtype: str = "float16", *, overwrite: b
     return out
 
 
-def is_shipped(run: "Run") -> bool:
-    """Whether ``run`` is its domain's shipped checkpoint (runs made from it record "shipped", not a machine path)."""
+SHIPPED = "shipped"
+"""How a run made from a shipped checkpoint names its base: ``shipped:<folder>`` (the folder beside the domain's
+default checkpoint), never a machine's path; a bare ``shipped`` (older runs) means the domain's default."""
+
+
+def shipped_name(run: "Run") -> str | None:
+    """``shipped:<folder>`` when ``run`` is one of its domain's shipped checkpoints (the default or another folder in
+    the same ``checkpoints/``), else None."""
     shipped = run.domain.shipped_run
-    return shipped is not None and Path(run.path).resolve() == Path(shipped).resolve()
+    if shipped is None:
+        return None
+    path = Path(run.path).resolve()
+    return f"{SHIPPED}:{path.name}" if path.parent == Path(shipped).resolve().parent else None
+
+
+def shipped_folder(domain: Domain, name: str) -> Path | None:
+    """The folder a recorded base names: a ``shipped:<folder>`` checkpoint of ``domain``, the default for a bare
+    ``shipped``, or None when ``name`` is not a shipped name (then it is a path)."""
+    if domain.shipped_run is None or not (name == SHIPPED or name.startswith(SHIPPED + ":")):
+        return None
+    folder = name.partition(":")[2]
+    return Path(domain.shipped_run).parent / folder if folder else Path(domain.shipped_run)
 
 
 def load_run(domain: Domain, run_dir: Path | None = None, device: str | torch.device = "cpu") -> "Run":

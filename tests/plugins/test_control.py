@@ -142,4 +142,4 @@ def test_a_control_run_of_the_shipped_run_records_no_machine_path(toy, tmp_path)
     from polydiff.plugins.runs import load_run
 
     run = train_control(load_run(toy, None), X, tmp_path / "c", kind="x", steps=1)
-    assert run.config["control"]["base_run"] == "shipped"
+    assert run.config["control"]["base_run"] == "shipped:moons"

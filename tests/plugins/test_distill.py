@@ -135,15 +135,15 @@ def test_a_round_fits_the_teachers_schedule_to_its_length_unless_told(teacher):
 
 
 def test_a_student_of_the_shipped_run_records_no_machine_path(toy):
-    """Distilling the shipped checkpoint records ``distilled_from = "shipped"``, so a shipped student names no
-    machine's folder; the plan keeps the resolved path for resume."""
+    """Distilling the shipped checkpoint records ``distilled_from = "shipped:<folder>"``, so a shipped student names
+    no machine's folder; the plan keeps the resolved path for resume."""
     from polydiff.plugins.runs import load_run as load
 
     shipped = load(toy, None)
     plan = distill.make_plan(shipped, steps=4, train={"steps": 10})
-    assert plan["teacher_is_shipped"] and plan["teacher"] == str(shipped.path.resolve())
+    assert plan["teacher_shipped"] == "shipped:moons" and plan["teacher"] == str(shipped.path.resolve())
     cfg = distill.stage_config(shipped.config, plan, distill.stages(plan)[-1])
-    assert cfg["distillation"]["distilled_from"] == "shipped"
+    assert cfg["distillation"]["distilled_from"] == "shipped:moons"
 
 
 def test_sigma_max_distils_the_grid_below_it(toy, teacher, tmp_path):

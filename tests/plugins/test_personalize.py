@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -247,3 +248,28 @@ def test_per_class_binds_the_name_to_each_class_the_instances_carry(toy, base, t
         personalize_run(base, Batch(x0), "w", tmp_path / "w", per_class=True, steps=1)
     with pytest.raises(OptionError, match="--related"):
         personalize_run(base, Batch(x0, labels), "w", tmp_path / "w", per_class=True, related="1", steps=1)
+
+
+def test_a_base_is_recorded_by_its_shipped_folder_so_a_new_default_does_not_move_it(toy, tmp_path) -> None:
+    """Runs made from a shipped checkpoint name it ``shipped:<folder>``: a LoRA personalization of a checkpoint that is
+    no longer the domain's default (a newer model ships as the default) still loads its own base; a bare ``shipped``
+    (older runs) is the default; any other name is a path."""
+    import dataclasses
+
+    from polydiff.plugins.runs import load_run, shipped_folder, shipped_name
+
+    shipped = load_run(toy, None)
+    assert shipped_name(shipped) == "shipped:moons"
+    student = Path(toy.shipped_run).with_name("moons-4step")
+    assert shipped_name(load_run(toy, student)) == "shipped:moons-4step"
+    assert shipped_folder(toy, "shipped") == Path(toy.shipped_run)
+    assert shipped_folder(toy, "shipped:moons-4step") == student
+    assert shipped_folder(toy, str(tmp_path)) is None
+
+    moved = dataclasses.replace(toy, shipped_run=student)  # the default moves to another shipped folder
+    blob = torch.tensor([3.0, 0.0]) + 0.1 * torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    adapter = personalize_run(shipped, Batch(blob), "blob", tmp_path / "p", steps=2, lora_rank=2, prior_weight=0.0)
+    assert adapter.config["personalized"]["base_run"] == "shipped:moons"
+    again = load_personalized(moved, tmp_path / "p")
+    a, b = (torch.as_tensor(r.sample(8, label="blob", seed=1)["points"]) for r in (adapter, again))
+    assert (a - b).abs().max() < 1e-4  # the adapter sits on moons, not on the new default
