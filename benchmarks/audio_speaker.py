@@ -12,6 +12,12 @@ edit held-out clips of the speaker into another digit. Measured in one run:
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/audio_speaker.py --speaker lucas --out runs/audio-lucas
 
+``--steps 0`` personalizes nothing: the edits then run on the base itself under its plain digit classes, which is how
+the FSDD model (it heard every FSDD speaker in training) changes a held-out take's digit and keeps the voice:
+
+    python benchmarks/audio_speaker.py --base domains/audio/checkpoints/fsdd --steps 0 -n 0 --speaker lucas \
+        --out runs/edit-fsdd --edit-method invert
+
 Instances are the speaker's take ``--take`` of each digit (a training take); nothing held out is seen in training.
 """
 from __future__ import annotations
@@ -37,7 +43,7 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--base", type=Path, default=ESPEAK_SHIPPED, help="base run (default: the shipped espeak digits model)")
     p.add_argument("--out", type=Path, default=Path("runs/audio-speaker"))
     p.add_argument("-n", type=int, default=10, help="generated clips per digit (0: only the edits)")
-    p.add_argument("--steps", type=int, default=400, help="fine-tuning steps")
+    p.add_argument("--steps", type=int, default=400, help="fine-tuning steps (0: edit with the base itself)")
     p.add_argument("--lora-rank", type=int, default=None)
     p.add_argument("--prior-samples", type=int, default=100)
     p.add_argument("--prior-weight", type=float, default=1.0)
@@ -119,7 +125,9 @@ def main() -> None:
         for d in range(10):
             (Path(tmp) / f"{d}_{a.speaker}_{a.take}.wav").symlink_to(source / f"{d}_{a.speaker}_{a.take}.wav")
         t0 = time.perf_counter()
-        if a.reuse and (a.out / "config.json").is_file():
+        if a.steps == 0:
+            run = base
+        elif a.reuse and (a.out / "config.json").is_file():
             run = load_personalized(domain, a.out)
         else:
             options = build_options(PersonalizeOptions, {
@@ -132,11 +140,12 @@ def main() -> None:
                                                    n=fsdd.normalizer.config.clip_samples, target=rate_real)
                                       for d in range(10)])
     rate_gen = sampling_spec(base.config).normalizer.config.sample_rate
+    label = (lambda d: DIGITS[d]) if run is base else (lambda d: f"{a.speaker}:{DIGITS[d]}")  # noqa: E731
 
     rows, hits, base_hits, inst_hits, correct = [], 0, 0, 0, 0
     t0 = time.perf_counter()
     for d in range(10 if a.n else 0):
-        mine = run.sample(a.n, label=f"{a.speaker}:{DIGITS[d]}", seed=d)["waves"]
+        mine = run.sample(a.n, label=label(d), seed=d)["waves"]
         theirs = base.sample(a.n, label=DIGITS[d], seed=d)["waves"]
         near, dist = nearest_speakers(norm(mfcc_stats(mine, rate_gen)), {s: held[s, d] for s in speakers})
         near_base, _ = nearest_speakers(norm(mfcc_stats(theirs, rate_gen)), {s: held[s, d] for s in speakers})
@@ -151,17 +160,18 @@ def main() -> None:
         rows.append((DIGITS[d], acc, dist[a.speaker], others, near, near_base))
     t_gen = (time.perf_counter() - t0) / max(1, 20 * a.n)
 
-    print(f"\nspeaker {a.speaker}: {a.speaker}:DIGIT from take {a.take} of each digit; base {base.path}; "
-          f"personalized in {t_fit:.0f} s ({a.steps} steps, lora rank {a.lora_rank}, {a.prior_samples} prior "
-          f"samples at weight {a.prior_weight}); {a.n} clips per digit")
-    print("| digit | judge accuracy | distance to the speaker's held-out clips | nearest other speaker | nearest "
-          "speaker | base model's nearest |")
-    print("|---|---|---|---|---|---|")
-    for name, acc, own, other, near, near_base in rows:
-        print(f"| {name} | {acc:.2f} | {own:.2f} | {other:.2f} | {near} | {near_base} |")
-    print(f"digits in {a.speaker}'s voice (nearest speaker): {hits}/10 (goal >= 8); the base model's clips: "
-          f"{base_hits}/10; the instances themselves: {inst_hits}/10; judge accuracy {correct / 10:.3f}; "
-          f"{t_gen:.2f} s per clip")
+    if a.n:
+        print(f"\nspeaker {a.speaker}: {a.speaker}:DIGIT from take {a.take} of each digit; base {base.path}; "
+              f"personalized in {t_fit:.0f} s ({a.steps} steps, lora rank {a.lora_rank}, {a.prior_samples} prior "
+              f"samples at weight {a.prior_weight}); {a.n} clips per digit")
+        print("| digit | judge accuracy | distance to the speaker's held-out clips | nearest other speaker | nearest "
+              "speaker | base model's nearest |")
+        print("|---|---|---|---|---|---|")
+        for name, acc, own, other, near, near_base in rows:
+            print(f"| {name} | {acc:.2f} | {own:.2f} | {other:.2f} | {near} | {near_base} |")
+        print(f"digits in {a.speaker}'s voice (nearest speaker): {hits}/10 (goal >= 8); the base model's clips: "
+              f"{base_hits}/10; the instances themselves: {inst_hits}/10; judge accuracy {correct / 10:.3f}; "
+              f"{t_gen:.2f} s per clip")
     result = {"speaker": a.speaker, "hits": hits, "base_hits": base_hits, "instance_hits": inst_hits,
               "accuracy": correct / 10, "rows": rows}
 
@@ -172,7 +182,7 @@ def main() -> None:
             d = int(f.name.split("_")[0])
             batch = instance_reader(domain)(f, run.config)
             to = (d + 1) % 10
-            out = edit_run(run, batch, f"{a.speaker}:{DIGITS[to]}", source=f"{a.speaker}:{DIGITS[d]}",
+            out = edit_run(run, batch, label(to), source=label(d),
                            method=a.edit_method, strength=a.edit_strength, guidance_scale=a.edit_guidance_scale)
             edited_ok += int(judge_digits(out["waves"], rate_gen)[0] == to)
             near, _ = nearest_speakers(norm(mfcc_stats(out["waves"], rate_gen)), {s: held[s, to] for s in speakers})
@@ -184,6 +194,7 @@ def main() -> None:
               f"{edited_ok}/{n_edit}, nearest speaker still {a.speaker} {kept}/{n_edit}")
         result.update(edits=n_edit, edit_success=edited_ok, edit_kept_speaker=kept, edit_method=a.edit_method,
                       edit_strength=a.edit_strength, edit_guidance_scale=a.edit_guidance_scale)
+    a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"speaker-{a.edit_method}-{a.edit_strength}.json").write_text(json.dumps(result, indent=2))
 
 

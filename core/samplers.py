@@ -55,7 +55,7 @@ def _report(callback: Callback | None, i: int, x: Tensor, sigma: Tensor, denoise
         callback({"i": i, "x": x, "sigma": sigma, "denoised": denoised})
 
 
-def _ancestral(sigma: Tensor, sigma_next: Tensor, eta: float) -> tuple[Tensor, Tensor]:
+def ancestral_step(sigma: Tensor, sigma_next: Tensor, eta: float) -> tuple[Tensor, Tensor]:
     """Split a step into a deterministic part down to sigma_down and fresh noise of std sigma_up."""
     up = (eta * sigma_next * (1 - sigma_next**2 / sigma**2).clamp(min=0).sqrt()).minimum(sigma_next)
     return (sigma_next**2 - up**2).clamp(min=0).sqrt(), up
@@ -120,7 +120,7 @@ def ddim(denoiser, x, sigmas, *, cond=None, noise=None, callback=None, generator
         _report(callback, i, x, sigmas[i], denoised)
         eps = (x - denoised) / sigmas[i]
         if eta > 0:
-            down, up = _ancestral(sigmas[i], sigmas[i + 1], eta)
+            down, up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
             z = _step_noise(noise, noise_sampler, x, generator, sigmas[i], sigmas[i + 1])
             x = denoised + eps * down + z * up * s_noise
         else:
@@ -137,7 +137,7 @@ def euler_ancestral(denoiser, x, sigmas, *, cond=None, noise=None, callback=None
         _report(callback, i, x, sigmas[i], denoised)
         d = (x - denoised) / sigmas[i]
         if eta > 0:
-            down, up = _ancestral(sigmas[i], sigmas[i + 1], eta)
+            down, up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
             z = _step_noise(noise, noise_sampler, x, generator, sigmas[i], sigmas[i + 1])
             x = x + d * (down - sigmas[i]) + z * up * s_noise
         else:

@@ -45,13 +45,15 @@ class EditOptions:
     source: str | None = option(None, "Source class name or index (default: the reader's labels, else inferred "
                                       "by the model).", flags=("--from",))
     out: Path | None = option(None, "Folder for the edited samples (default: a new samples/<domain>/NNN).")
-    method: str = option("invert", "invert: regenerate from the input's inverted noise; sdedit: from a noised copy.",
-                         choices=("invert", "sdedit"))
+    method: str = option("invert", "invert: regenerate from the input's inverted noise (ODE); sdedit: from a noised "
+                                   "copy; ddpm: replay edit-friendly DDPM noise maps (euler_ancestral).",
+                         choices=("invert", "sdedit", "ddpm"))
     strength: float = option(1.0, "Fraction of the sampling grid to redo (1: from the highest noise level).",
                              min=0.0, max=1.0)
     steps: int | None = option(None, "Sampling steps (default: the run's).", min=1)
     sampler: str | None = option(None, "Sampler for invert (a deterministic one: euler, ddim, heun, dpmpp_2m; default: "
-                                       "the run's when deterministic, else heun) or sdedit (default: the run's).")
+                                       "the run's when deterministic, else heun) or sdedit (default: the run's); ddpm "
+                                       "uses euler_ancestral.")
     guidance_scale: float | None = option(None, "Classifier-free guidance scale (default: the run's).", min=0.0)
     refine: int = option(2, "Fixed-point corrections per inversion step (0: plain DDIM-style inversion).", min=0)
     seed: int = option(0, "Seed (sdedit's noise, the classifier's draws).")

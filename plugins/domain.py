@@ -96,14 +96,17 @@ class SampleRequest:
     """Where sampling starts at the grid's first level instead of fresh noise (``edit``: the inverted input, one row
     per sample). ``Run.draw`` takes its rows in order, so a domain drawing in chunks gets them chunk by chunk; the
     domain draws samples shaped like it (e.g. points: ``start.shape[1]`` points per cloud)."""
+    step_noise: "torch.Tensor | None" = None
+    """Per-step unit noises [steps, n, ...] for a stochastic sampler started at ``start`` (``edit --method ddpm``:
+    the edit-friendly noise maps), taken with the rows of ``start``."""
     taken: int = 0
     """Rows of ``start`` that ``Run.draw`` has used."""
 
-    def next_start(self, n: int) -> "torch.Tensor":
-        """The next ``n`` rows of ``start`` (``Run.draw``'s starting point)."""
-        rows = self.start[self.taken:self.taken + n]
+    def next_start(self, n: int) -> "tuple[torch.Tensor, torch.Tensor | None]":
+        """The next ``n`` rows of ``start`` (``Run.draw``'s starting point) and of ``step_noise`` (None without)."""
+        rows = slice(self.taken, self.taken + n)
         self.taken += n
-        return rows
+        return self.start[rows], None if self.step_noise is None else self.step_noise[:, rows]
 
 
 @dataclass

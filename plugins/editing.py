@@ -8,7 +8,10 @@ classifier (``core.inversion.classify``), then either
 - ``invert`` (default): inverts it along the probability-flow ODE of the run's deterministic sampler (``heun`` when
   the run samples with a stochastic one) under the source class, up to the level ``--strength`` picks (1 = all the
   way to sigma_max), and regenerates from there under ``--to``; or
-- ``sdedit``: noises it to that level and samples from there under ``--to`` (``core.guidance.sdedit``).
+- ``sdedit``: noises it to that level and samples from there under ``--to`` (``core.guidance.sdedit``); or
+- ``ddpm``: edit-friendly DDPM inversion (``core.inversion.ddpm_noise_maps``): noise maps under the source class
+  for ``euler_ancestral``, replayed under ``--to`` (``SampleRequest.step_noise``), so the input's structure is kept
+  at every level instead of only at the start.
 
 Both regenerate through the domain's own ``generate``, started from the inverted (or noised) input instead of fresh
 noise, so the result is the domain's ``Samples`` and is written by its ``save_samples`` (``plugins.outputs``). The
@@ -21,7 +24,7 @@ from typing import Any
 
 import torch
 
-from polydiff.core.inversion import INVERTIBLE, classify, invert, strength_grid
+from polydiff.core.inversion import INVERTIBLE, classify, ddpm_noise_maps, invert, strength_grid
 from polydiff.core.noise import gaussian
 
 from .capabilities import EditOptions
@@ -33,6 +36,9 @@ from .personalize import instance_reader, labels_of, load_any, with_labels
 from .runs import Run
 
 Tensor = torch.Tensor
+METHODS = ("invert", "sdedit", "ddpm")
+DDPM_SAMPLER = "euler_ancestral"
+"""The sampler whose steps the ``ddpm`` method's noise maps are solved for."""
 
 
 def _generate_from(run: Run, request: SampleRequest, start: Tensor) -> Samples:
@@ -43,7 +49,11 @@ def _generate_from(run: Run, request: SampleRequest, start: Tensor) -> Samples:
 
 def edit_sampler(run: Run, method: str, sampler: str | None) -> str:
     """The sampler of an edit: the one asked for (an invertible one for ``invert``), else the run's when it can be
-    inverted, else ``heun``."""
+    inverted, else ``heun``; ``euler_ancestral`` for ``ddpm``."""
+    if method == "ddpm":
+        if sampler not in (None, DDPM_SAMPLER):
+            raise OptionError("--sampler", f"--method ddpm replays noise maps of {DDPM_SAMPLER}, not {sampler!r}")
+        return DDPM_SAMPLER
     if sampler is not None:
         if method == "invert" and sampler not in INVERTIBLE:
             raise OptionError("--sampler", f"{sampler!r} cannot be inverted; use one of {', '.join(INVERTIBLE)}")
@@ -80,14 +90,18 @@ def source_labels(run: Run, batch: Batch, source: str | None, generator: torch.G
 
 
 def _start(run: Run, batch: Batch, method: str, grid: Tensor, sampler: str, source: Tensor | None,
-           request: SampleRequest, refine: int) -> Tensor:
-    """The edit's starting point at ``grid[0]``: the input inverted under its source class, or a noised copy."""
+           request: SampleRequest, refine: int) -> tuple[Tensor, Tensor | None]:
+    """The edit's starting point at ``grid[0]`` (the input inverted under its source class, or a noised copy) and,
+    for ``ddpm``, the noise maps of its steps."""
     x0 = batch.x0.float()
+    noise = run.domain.noise(batch) if run.domain.noise is not None else gaussian
     if method == "sdedit":
-        noise = run.domain.noise(batch) if run.domain.noise is not None else gaussian
-        return x0 + noise(x0, request.generator) * grid[0]
+        return x0 + noise(x0, request.generator) * grid[0], None
     cond = with_labels(batch.cond, source.to(run.device), run.domain)
-    return invert(run.guided(cond, request.settings), x0, grid, sampler, cond=cond, refine=refine)
+    guided = run.guided(cond, request.settings)
+    if method == "ddpm":
+        return ddpm_noise_maps(guided, x0, grid, cond=cond, generator=request.generator, noise=noise)
+    return invert(guided, x0, grid, sampler, cond=cond, refine=refine), None
 
 
 def edit_run(run: Run, batch: Batch, to: str, *, source: str | None = None, method: str = "invert",
@@ -96,8 +110,8 @@ def edit_run(run: Run, batch: Batch, to: str, *, source: str | None = None, meth
     """The inputs of ``batch`` (in the network's space) redrawn as class ``to`` by the domain's ``generate``; the
     facts of the edit (source classes and how they were found, method, level) are in ``meta["edit"]``. ``options``
     are the domain's ``sample`` options (e.g. the points' ``points=`` so that it draws clouds of the inputs' size)."""
-    if method not in ("invert", "sdedit"):
-        raise OptionError("--method", f"{method!r} is not one of invert, sdedit")
+    if method not in METHODS:
+        raise OptionError("--method", f"{method!r} is not one of {', '.join(METHODS)}")
     if not 0 < strength <= 1:
         raise OptionError("--strength", f"must be in (0, 1], got {strength}")
     batch, n = batch.to(run.device), batch.x0.shape[0]
@@ -105,10 +119,10 @@ def edit_run(run: Run, batch: Batch, to: str, *, source: str | None = None, meth
     sampler = edit_sampler(run, method, sampler)
     request = run.request(n, labels=target, sampler=sampler, steps=steps, guidance_scale=guidance_scale, seed=seed,
                           **options)
-    src, how = source_labels(run, batch, source, request.generator, infer=method == "invert")
+    src, how = source_labels(run, batch, source, request.generator, infer=method != "sdedit")
     grid = strength_grid(run.sigmas(request.settings.steps), strength)
     request.sigmas = grid
-    start = _start(run, batch, method, grid, sampler, src, request, refine)
+    start, request.step_noise = _start(run, batch, method, grid, sampler, src, request, refine)
     samples = _generate_from(run, request, start)
     samples.settings = request.settings
     names = run.class_names()

@@ -20,6 +20,7 @@ from torch import nn
 
 from polydiff.core.checkpoint import load_checkpoint, save_checkpoint
 from polydiff.core.denoisers import PRECISIONS, Denoiser, reduced_precision
+from polydiff.core.inversion import replay
 from polydiff.core.losses import denoising_loss, flow_matching_loss
 from polydiff.core.noise import NoiseFn, gaussian
 from polydiff.core.samplers import sample as core_sample
@@ -377,16 +378,20 @@ class Run:
             sigmas = request.sigmas if request.sigmas is not None else self.sigmas(request.settings.steps)
         sigmas = sigmas.to(self.device)
         blank = torch.empty(like.shape, device=self.device, dtype=torch.float32)
+        replayed = {}
         if request.start is not None:
-            x = request.next_start(like.shape[0]).to(self.device, torch.float32)
+            x, maps = request.next_start(like.shape[0])
+            x = x.to(self.device, torch.float32)
             if x.shape != blank.shape:
                 raise UsageError(f"samples shaped {tuple(blank.shape)} were drawn from a start shaped {tuple(x.shape)}")
+            if maps is not None:
+                replayed["noise_sampler"] = replay(maps.to(self.device, torch.float32))
         else:
             x = (noise or gaussian)(blank, request.generator) * sigmas[0]
         den = self.guided(cond, request.settings) if denoiser is None else denoiser
         method = self.sampler_function(request.settings.sampler)
         return core_sample(den, x, sigmas, method, cond=cond, noise=noise, generator=request.generator,
-                           progress=request.progress)
+                           progress=request.progress, **replayed)
 
     def generator(self, seed: int | None) -> torch.Generator:
         """A generator on the run's device seeded with ``seed`` (0 when None)."""

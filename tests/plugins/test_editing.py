@@ -61,6 +61,20 @@ def test_invert_moves_the_class_and_keeps_the_position_better_than_sdedit(base, 
     assert inverted.settings.sampler == "heun"
 
 
+def test_ddpm_noise_maps_move_the_class_and_keep_the_position(base, mode0):
+    """Edit-friendly DDPM inversion through the domain's own ``generate``: the maps ride on the request with the
+    start, the sampler is euler_ancestral, and into its own class it returns the input."""
+    edited = edit_run(base, Batch(mode0), "2", method="ddpm", steps=20)
+    sdedited = edit_run(base, Batch(mode0), "2", method="sdedit", sampler="euler_ancestral", steps=20)
+    assert in_mode(edited["points"], 2) > 0.95 and edited.settings.sampler == "euler_ancestral"
+    kept, lost = offset_error(edited["points"], mode0, 0, 2), offset_error(sdedited["points"], mode0, 0, 2)
+    assert kept.median() < 0.05 and lost.median() > 3 * kept.median()
+    same = edit_run(base, Batch(mode0), "0", source="0", method="ddpm", steps=20)
+    assert torch.as_tensor(same["points"]).sub(mode0).norm(dim=1).median() < 0.01
+    with pytest.raises(OptionError, match="--sampler"):
+        edit_sampler(base, "ddpm", "heun")
+
+
 def test_editing_into_its_own_class_returns_the_input(base, mode0):
     same = edit_run(base, Batch(mode0), "0", source="0", steps=20)
     assert torch.as_tensor(same["points"]).sub(mode0).norm(dim=1).median() < 0.01
