@@ -40,7 +40,8 @@ def arguments() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--speaker", default="lucas")
     p.add_argument("--take", type=int, default=10, help="the training take used as the instances (one per digit)")
-    p.add_argument("--base", type=Path, default=ESPEAK_SHIPPED, help="base run (default: the shipped espeak digits model)")
+    p.add_argument("--base", type=Path, default=ESPEAK_SHIPPED,
+                   help="base run (default: the shipped espeak digits model)")
     p.add_argument("--out", type=Path, default=Path("runs/audio-speaker"))
     p.add_argument("-n", type=int, default=10, help="generated clips per digit (0: only the edits)")
     p.add_argument("--steps", type=int, default=400, help="fine-tuning steps (0: edit with the base itself)")

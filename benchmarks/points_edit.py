@@ -13,7 +13,8 @@ model, with ``edit``'s three methods at several strengths, in one run.
 
 The issue's goal: at least 80% success, with the source kept better than SDEdit at the same success rate.
 
-    OMP_NUM_THREADS=1 python benchmarks/points_edit.py --steps 35 --json runs/points-edit.json
+    OMP_NUM_THREADS=1 python benchmarks/points_edit.py --guidance-scale 3 --steps 20 \
+        --methods ddpm:0.6,ddpm:0.8,ddpm:1.0,invert:1.0,sdedit:0.3,sdedit:0.4,sdedit:0.5 --json runs/points-edit.json
 """
 from __future__ import annotations
 

@@ -12,8 +12,9 @@ A distillation into ``--out STUDENT`` leaves::
 The final student is an ordinary run folder: its ``sample`` section names its own grid (DDIM, N / 2^R steps: the
 teacher grid's every 2^R-th point, which for Karras and exponential grids is such a grid with a larger sigma_min),
 so ``sample``, ``evaluate``, ``export`` and sweeps use it as they use any run. What was distilled is recorded in the
-config (``distillation_of``): ``distilled_from`` (the teacher folder, or ``shipped:<folder>``), the teacher's own ``sample`` section, the
-teacher sampler and grid, the student's steps and rounds, the guidance range and how the scale is embedded.
+config (``distillation_of``): ``distilled_from`` (the teacher folder, or ``shipped:<folder>``), the teacher's own
+``sample`` section, the teacher sampler and grid, the student's steps and rounds, the guidance range and how the
+scale is embedded.
 
 Resume is exact: the plan is read back, finished rounds are skipped, an interrupted round continues from its
 checkpoint (the Trainer restores weights, EMA, optimizer and RNG states), and each round's teacher is always read

@@ -13,7 +13,7 @@ classifier (``core.inversion.classify``), then either
   for ``euler_ancestral``, replayed under ``--to`` (``SampleRequest.step_noise``), so the input's structure is kept
   at every level instead of only at the start.
 
-Both regenerate through the domain's own ``generate``, started from the inverted (or noised) input instead of fresh
+All three regenerate through the domain's own ``generate``, started from the inverted (or noised) input instead of fresh
 noise, so the result is the domain's ``Samples`` and is written by its ``save_samples`` (``plugins.outputs``). The
 start goes in ``SampleRequest.start`` (``Run.draw`` takes its rows in order).
 """

@@ -94,7 +94,8 @@ def locate(path: str | Path | None = None) -> Path:
             return folder
     looked = ", ".join(str(c) for c in candidates)
     raise UsageError(f"no FSDD recordings ({{digit}}_{{speaker}}_{{take}}.wav) in {origin} ({looked}): put the Free "
-                     f"Spoken Digit Dataset's recordings/ folder there or set {ENV}=FOLDER (train also takes --data FOLDER)")
+                     f"Spoken Digit Dataset's recordings/ folder there or set {ENV}=FOLDER (train also takes --data "
+                     "FOLDER)")
 
 
 def split_of(take: int, valid_takes: int) -> str:
