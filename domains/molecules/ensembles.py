@@ -75,6 +75,10 @@ def _heavy_conformers(confs: Conformers, mol: Chem.Mol | None) -> list[tuple[Che
     out = []
     for m in mols:
         heavy = Chem.RemoveHs(Chem.Mol(m), sanitize=False)
+        try:  # one aromaticity model on both sides: MMFF's setup rewrites the flags in place (a fused pyrimidinone
+            Chem.SanitizeMol(heavy)  # loses them), and then no substructure match aligns it to its reference
+        except Exception:
+            pass  # an unsanitizable record keeps its own flags
         out.extend((heavy, c.GetId()) for c in heavy.GetConformers())
     return out
 

@@ -57,6 +57,17 @@ def test_rigid_motion_is_aligned_away():
     assert np.allclose(rmsd_matrix(moved, mol, mol=mol), rmsd_matrix(mol, mol), atol=1e-6)
 
 
+def test_a_copy_whose_aromatic_flags_mmff_rewrote_still_aligns_to_the_original():
+    """MMFF's setup rewrites aromaticity flags in place (this fused pyrazolo-pyrimidinone of the MOSES test set loses
+    them); the same coordinates must still score as identical to the untouched copy."""
+    mol = parse_smiles("O=c1cc(-c2ccccc2)[nH]c2cc(-c3ccco3)nn12")
+    AllChem.EmbedMultipleConfs(mol, 2, randomSeed=1)
+    touched = Chem.Mol(mol)
+    AllChem.MMFFGetMoleculeForceField(touched, AllChem.MMFFGetMoleculeProperties(touched))
+    assert Chem.MolToSmiles(Chem.RemoveHs(touched, sanitize=False)) != Chem.MolToSmiles(Chem.RemoveHs(mol))
+    assert np.allclose(np.diag(rmsd_matrix(touched, mol)), 0, atol=1e-6)
+
+
 def test_one_displaced_atom_gives_the_hand_computed_rmsd():
     # collinear heavy atoms (H-C#C-C#N), N moved along the axis by d: no rotation helps, RMSD = d sqrt(n-1) / n
     linear = conformers("C#CC#N", 1)
