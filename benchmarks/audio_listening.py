@@ -126,7 +126,6 @@ def main() -> None:
     p = prepare(run.config["data"])
     rate = p.normalizer.config.sample_rate
     learned = resolve_vocoder(None, run, int(run.config["sample"]["gl_iters"]))
-    gl = resolve_vocoder(GRIFFIN_LIM, run, int(run.config["sample"]["gl_iters"]))
     n = min(a.n, len(p.test))
     idx = torch.linspace(0, len(p.test) - 1, n).round().long()
     labels = torch.arange(n) % p.train.num_classes
