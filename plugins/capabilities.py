@@ -35,6 +35,9 @@ class PersonalizeOptions:
     overwrite: bool = option(False, "Replace a run already in --out.")
 
 
+EDIT_METHODS = ("invert", "sdedit", "ddpm")
+
+
 @dataclass
 class EditOptions:
     """What ``edit`` takes: the input, the class to turn it into, and how far to go."""
@@ -47,7 +50,7 @@ class EditOptions:
     out: Path | None = option(None, "Folder for the edited samples (default: a new samples/<domain>/NNN).")
     method: str = option("invert", "invert: regenerate from the input's inverted noise (ODE); sdedit: from a noised "
                                    "copy; ddpm: replay edit-friendly DDPM noise maps (euler_ancestral).",
-                         choices=("invert", "sdedit", "ddpm"))
+                         choices=EDIT_METHODS)
     strength: float = option(1.0, "Fraction of the sampling grid to redo (1: from the highest noise level).",
                              min=0.0, max=1.0)
     steps: int | None = option(None, "Sampling steps (default: the run's).", min=1)

@@ -27,7 +27,7 @@ import torch
 from polydiff.core.inversion import INVERTIBLE, classify, ddpm_noise_maps, invert, strength_grid
 from polydiff.core.noise import gaussian
 
-from .capabilities import EditOptions
+from .capabilities import EDIT_METHODS, EditOptions
 from .domain import Batch, SampleRequest, Samples
 from .errors import OptionError
 from .options import as_dict
@@ -36,7 +36,6 @@ from .personalize import instance_reader, labels_of, load_any, with_labels
 from .runs import Run
 
 Tensor = torch.Tensor
-METHODS = ("invert", "sdedit", "ddpm")
 DDPM_SAMPLER = "euler_ancestral"
 """The sampler whose steps the ``ddpm`` method's noise maps are solved for."""
 
@@ -110,8 +109,8 @@ def edit_run(run: Run, batch: Batch, to: str, *, source: str | None = None, meth
     """The inputs of ``batch`` (in the network's space) redrawn as class ``to`` by the domain's ``generate``; the
     facts of the edit (source classes and how they were found, method, level) are in ``meta["edit"]``. ``options``
     are the domain's ``sample`` options (e.g. the points' ``points=`` so that it draws clouds of the inputs' size)."""
-    if method not in METHODS:
-        raise OptionError("--method", f"{method!r} is not one of {', '.join(METHODS)}")
+    if method not in EDIT_METHODS:
+        raise OptionError("--method", f"{method!r} is not one of {', '.join(EDIT_METHODS)}")
     if not 0 < strength <= 1:
         raise OptionError("--strength", f"must be in (0, 1], got {strength}")
     batch, n = batch.to(run.device), batch.x0.shape[0]
