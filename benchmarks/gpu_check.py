@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,8 @@ def overrides(name: str, steps: int, tiny: bool, cuda: bool) -> dict[str, Any]:
 
 
 def time_domain(name: str, device: str, steps: int, tiny: bool, work: Path) -> dict[str, float]:
-    """Train ``name`` for ``steps`` and draw its samples on ``device``: steps/s and seconds per sample."""
+    """Train ``name`` for ``steps`` and draw its samples on ``device``: steps/s (start-up included) and seconds per
+    sample (after one untimed warm-up draw)."""
     import torch
 
     from polydiff.plugins.manager import get_manager
@@ -65,11 +67,24 @@ def time_domain(name: str, device: str, steps: int, tiny: bool, work: Path) -> d
     n = 2 if tiny else SAMPLES[name]
     kwargs = {"steps": 4 if tiny else None, "precision": "bf16" if device.startswith("cuda") else "fp32"}
     kwargs.update({"images": True} if name == "text3d" else {})
+    run.sample(n, seed=1, **kwargs)  # warm-up: CUDA context, kernels and caches are not counted
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    timing = {"train_steps_per_s": steps / train_s, "seconds_per_sample": _draw_seconds(run, n, device, kwargs) / n}
+    if device.startswith("cuda"):  # a GPU pays off on batches: the same draw, 16 times as many samples at once
+        timing["seconds_per_sample_x16"] = _draw_seconds(run, 16 * n, device, kwargs) / (16 * n)
+    return timing
+
+
+def _draw_seconds(run: Any, n: int, device: str, kwargs: dict[str, Any]) -> float:
+    """Wall seconds of one draw of ``n`` samples, the device synchronised."""
+    import torch
+
     t0 = time.perf_counter()
     run.sample(n, seed=0, **kwargs)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return {"train_steps_per_s": steps / train_s, "seconds_per_sample": (time.perf_counter() - t0) / n}
+    return time.perf_counter() - t0
 
 
 def distill_round(device: str, tiny: bool, work: Path) -> dict[str, float] | None:
@@ -131,9 +146,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=a.out) as tmp:
         work = Path(tmp)
         for name in a.domains.split(","):
-            row = {f"device_{k}": v for k, v in time_domain(name, a.device, a.steps, a.tiny, work).items()}
-            if a.device != "cpu":
-                row.update({f"cpu_{k}": v for k, v in time_domain(name, "cpu", a.cpu_steps, a.tiny, work).items()})
+            try:
+                row = {f"device_{k}": v for k, v in time_domain(name, a.device, a.steps, a.tiny, work).items()}
+                if a.device != "cpu":
+                    row.update({f"cpu_{k}": v for k, v in time_domain(name, "cpu", a.cpu_steps, a.tiny, work).items()})
+            except Exception as e:  # one domain's failure is named; the others are still measured
+                traceback.print_exc()
+                row = {"error": f"{type(e).__name__}: {e}"}
             rows["domains"][name] = row
             print(f"[{name}] {row}", flush=True)
         rows["distill"] = distill_round(a.device, a.tiny, work)
@@ -141,16 +160,22 @@ def main() -> None:
     (a.out / "gpu_check.json").write_text(json.dumps(rows, indent=2))
     print(f"\n{rows['gpu'] or 'no GPU'} (torch {rows['torch']}), device {a.device}"
           + (", tiny settings" if a.tiny else ""))
-    print("| domain | train steps/s | s/sample | CPU train steps/s | CPU s/sample |")
-    print("|---|---|---|---|---|")
+    print("| domain | train steps/s | s/sample | s/sample, 16x batch | CPU train steps/s | CPU s/sample |")
+    print("|---|---|---|---|---|---|")
     for name, r in rows["domains"].items():
+        if "error" in r:
+            print(f"| {name} | failed: {r['error'][:200]} | | | | |")
+            continue
         cpu = (f"{r['cpu_train_steps_per_s']:.2f} | {r['cpu_seconds_per_sample']:.3f}" if "cpu_train_steps_per_s" in r
                else "- | -")
-        print(f"| {name} | {r['device_train_steps_per_s']:.2f} | {r['device_seconds_per_sample']:.3f} | {cpu} |")
+        x16 = f"{r['device_seconds_per_sample_x16']:.4f}" if "device_seconds_per_sample_x16" in r else "-"
+        print(f"| {name} | {r['device_train_steps_per_s']:.2f} | {r['device_seconds_per_sample']:.3f} | {x16} | {cpu} |")
     if rows["distill"]:
         print(f"distillation, one toy round: {rows['distill']['distill_round_s']:.1f} s")
     print(f"DDP toy training on {rows['ddp']['ddp_processes']:.0f} processes: {rows['ddp']['ddp_steps_per_s']:.1f} steps/s")
     print(f"written: {a.out / 'gpu_check.json'}")
+    if any("error" in r for r in rows["domains"].values()):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from .broadcast import per_row, rows
-from .noise import NoiseFn, gaussian
+from .noise import NoiseFn, draw_device, gaussian
 from .samplers import sample
 
 Tensor = torch.Tensor
@@ -235,7 +235,8 @@ def sds_loss(denoiser: Denoiser, x: Tensor, schedule, *, cond: Any = None, t_ran
     """
     n = x.shape[0]
     if t is None:
-        t = t_range[0] + (t_range[1] - t_range[0]) * torch.rand(n, generator=generator, dtype=torch.float64)
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=draw_device(generator, "cpu")).cpu()
+        t = t_range[0] + (t_range[1] - t_range[0]) * u
     t = torch.as_tensor(t, dtype=torch.float64).expand(n)
     sigma = schedule.frame_sigma(t).to(x.device, torch.float32)
     eps = gaussian(x.detach(), generator)
@@ -258,7 +259,8 @@ def sjc_loss(denoiser: Denoiser, x: Tensor, *, sigma_range: tuple[float, float] 
     n = x.shape[0]
     if sigma is None:
         lo, hi = torch.log(torch.tensor(sigma_range, dtype=torch.float64))
-        sigma = (lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)).exp()
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=draw_device(generator, "cpu")).cpu()
+        sigma = (lo + (hi - lo) * u).exp()
     sigma = per_row(torch.as_tensor(sigma, dtype=torch.float32), x).to(x.device)
     with torch.no_grad():
         xs = x.detach() + rows(sigma, x) * gaussian(x.detach(), generator)

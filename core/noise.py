@@ -17,9 +17,14 @@ NoiseSampler = Callable[[Tensor, Tensor], Tensor]
 Projection = Callable[[Tensor], Tensor]
 
 
+def draw_device(generator: torch.Generator | None, device: torch.device | str) -> torch.device:
+    """Where a draw from ``generator`` must happen: torch draws only on a generator's own device (else ``device``)."""
+    return generator.device if generator is not None else torch.device(device)
+
+
 def gaussian(like: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Standard normal noise shaped like ``like``, drawn from ``generator`` (on the generator's device)."""
-    device = generator.device if generator is not None else like.device
+    device = draw_device(generator, like.device)
     return torch.randn(like.shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
 
 

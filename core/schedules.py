@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .noise import draw_device
+
 Tensor = torch.Tensor
 
 
@@ -55,7 +57,7 @@ class Schedule:
 
     def sample_sigma(self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
         """Training noise levels (frame sigmas): t uniform on [t_min, t_max]."""
-        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=draw_device(generator, device)).cpu()
         t = self.t_min + (self.t_max - self.t_min) * u
         return self.frame_sigma(t).float().to(device)
 
@@ -121,7 +123,7 @@ class LinearBeta(Schedule):
 
     def sample_sigma(self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
         """Uniform over the T discrete steps, as in DDPM training."""
-        k = torch.randint(0, self.T, (n,), generator=generator)
+        k = torch.randint(0, self.T, (n,), generator=generator, device=draw_device(generator, device)).cpu()
         return self.discrete_sigmas()[k].float().to(device)
 
 
@@ -197,7 +199,7 @@ class EDM(Schedule):
 
     def sample_sigma(self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
         """log sigma ~ N(P_mean, P_std^2)."""
-        z = torch.randn(n, generator=generator)
+        z = torch.randn(n, generator=generator, device=draw_device(generator, device)).cpu()
         return (self.P_mean + self.P_std * z).exp().to(device)
 
 
@@ -233,9 +235,10 @@ class RectifiedFlow(Schedule):
 
     def sample_sigma(self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
         if self.logit_normal:
-            t = torch.sigmoid(torch.randn(n, generator=generator, dtype=torch.float64))
+            at = draw_device(generator, device)
+            t = torch.sigmoid(torch.randn(n, generator=generator, dtype=torch.float64, device=at).cpu())
         else:
-            t = torch.rand(n, generator=generator, dtype=torch.float64)
+            t = torch.rand(n, generator=generator, dtype=torch.float64, device=draw_device(generator, device)).cpu()
         t = t.clamp(self.t_min, self.t_max)
         return self.frame_sigma(t).float().to(device)
 

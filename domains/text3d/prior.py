@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from polydiff.core.noise import draw_device
 from polydiff.domains.common.unet import UNet
 
 from .cameras import Cameras, view_name
@@ -60,7 +61,7 @@ def collate_renders(items: list[tuple[Tensor, Tensor]]):
 def drop_embeddings(cond: dict[str, Tensor], p: float, generator: torch.Generator | None = None) -> dict[str, Tensor]:
     """Replace each row's embedding by the null (zero) embedding with probability ``p`` (CFG training)."""
     e = cond["embedding"]
-    keep = (torch.rand(e.shape[0], generator=generator, device="cpu") >= p).to(e.device)
+    keep = (torch.rand(e.shape[0], generator=generator, device=draw_device(generator, e.device)) >= p).to(e.device)
     return {**cond, "embedding": e * keep[:, None].to(e.dtype)}
 
 

@@ -91,3 +91,14 @@ def test_training_sigma_distributions():
     assert edm.mean().item() == pytest.approx(-1.2, abs=0.01) and edm.std().item() == pytest.approx(1.2, abs=0.01)
     lin = LinearBeta().sample_sigma(10_000, g)
     assert torch.isin(lin.double(), LinearBeta().discrete_sigmas().float().double()).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("s", ALL + [RectifiedFlow(logit_normal=True)], ids=lambda s: type(s).__name__)
+def test_training_sigmas_come_from_a_cuda_generator(s):
+    """The trainer's generator lives on the training device: a CUDA generator gives the same law as a CPU one."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    sigma = s.sample_sigma(4096, g, "cuda")
+    cpu = s.sample_sigma(4096, torch.Generator().manual_seed(0))
+    assert sigma.device.type == "cuda" and sigma.isfinite().all()
+    assert sigma.log().median().item() == pytest.approx(cpu.log().median().item(), abs=0.25)
