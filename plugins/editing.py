@@ -37,6 +37,8 @@ from .runs import Run
 
 Tensor = torch.Tensor
 DDPM_SAMPLER = "euler_ancestral"
+INPUTS_FOLDER = "input"
+"""Where ``edit`` writes its inputs as the domain writes samples (with their preview), inside its output folder."""
 """The sampler whose steps the ``ddpm`` method's noise maps are solved for."""
 
 
@@ -131,6 +133,21 @@ def edit_run(run: Run, batch: Batch, to: str, *, source: str | None = None, meth
     return samples
 
 
+def rendered_inputs(run: Run, batch: Batch, labels: Tensor, **options: Any) -> Samples:
+    """The inputs written the way the domain writes its samples (files and preview), for comparing with the edit: the
+    domain's ``generate`` started from the inputs on a one-point grid, so no denoising step runs."""
+    request = run.request(batch.x0.shape[0], labels=labels, **options)
+    request.sigmas = torch.zeros(1)
+    return _generate_from(run, request, batch.to(run.device).x0)
+
+
+def _input_labels(run: Run, samples: Samples, n: int) -> Tensor:
+    """The inputs' classes as the edit found them (the target's where it did not look)."""
+    names, facts = run.class_names(), samples.meta["edit"]
+    classes = facts["source"] if facts["source"] is not None else [facts["target"]] * n
+    return torch.tensor([names.index(c) for c in classes])
+
+
 def edit_command(domain, options: EditOptions, device: str = "cpu", *, command: str | None = None) -> Samples:
     """What ``polydiff <domain> edit`` does: read ``--input``, edit it into ``--to`` and write the domain's files
     with ``samples.json`` into ``--out`` (or a new numbered folder, recorded as ``meta["out"]``)."""
@@ -144,7 +161,10 @@ def edit_command(domain, options: EditOptions, device: str = "cpu", *, command: 
                        strength=options.strength, steps=options.steps, sampler=options.sampler,
                        guidance_scale=options.guidance_scale, refine=options.refine, seed=options.seed)
     out = sample_folder(domain, options.out)
-    samples.meta["out"] = str(out)
+    samples.meta.update(out=str(out), inputs_written_to=INPUTS_FOLDER)
     record = {"run": str(run.path), "input": str(options.input), "options": as_dict(options), "command": command}
     write_samples(domain, samples, out, record=record, overwrite=options.overwrite)
+    inputs = rendered_inputs(run, batch, _input_labels(run, samples, batch.x0.shape[0]), seed=options.seed)
+    write_samples(domain, inputs, out / INPUTS_FOLDER, record={"run": str(run.path), "input": str(options.input)},
+                  overwrite=options.overwrite)
     return samples

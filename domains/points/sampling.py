@@ -3,6 +3,7 @@ files with a preview and ``clouds.json``."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from polydiff.plugins.errors import OptionError
 
 from .anchored import anchored, default_context
 from .completion import complete
-from .data import Normalization, write_json
+from .data import MESH_SUFFIXES, Normalization, write_json
 from .files import preview_grid, write_clouds
 from .prepared import sampling_spec
 
@@ -105,13 +106,23 @@ def read_instances(path: Path, config: dict[str, Any]) -> Batch:
     from .files import read_cloud
 
     path, n_points, spec = Path(path), int(config["data"]["n_points"]), sampling_spec(config)
-    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-    if not files:
-        raise UsageError(f"{path} holds no point-cloud or mesh files")
-    try:
-        clouds = np.stack([read_cloud(f, n_points=n_points, seed=i) for i, f in enumerate(files)])
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    if not path.is_dir():
+        files = [path]
+    else:  # a folder's other files (a sample folder's JSON and preview) are not inputs
+        files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in MESH_SUFFIXES)
+        if not files:
+            raise UsageError(f"{path} holds no point-cloud or mesh files ({', '.join(MESH_SUFFIXES)})")
+    read, skipped = [], []
+    for i, f in enumerate(files):
+        try:
+            read.append((f, read_cloud(f, n_points=n_points, seed=i)))
+        except ValueError as exc:
+            skipped.append(str(exc))
+    if not read:
+        raise UsageError(skipped[0] if len(files) == 1 else f"no file in {path} could be read; first: {skipped[0]}")
+    for reason in skipped:  # a broken file is named and skipped; the others go on
+        print(f"skipped: {reason}", file=sys.stderr)
+    files, clouds = [f for f, _ in read], np.stack([c for _, c in read])
     classes = list(spec.classes)
     labels = [classes.index(f.parent.name) if f.parent != path and f.parent.name in classes else NULL_LABEL
               for f in files]

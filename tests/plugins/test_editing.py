@@ -102,6 +102,9 @@ def test_command_writes_the_domains_files_and_the_edit_record(reading, base, mod
     assert record["edit"]["target"] == "2" and record["options"]["to"] == "2"
     assert record["out"] == str(tmp_path / "edited")
     assert np.array_equal(np.load(tmp_path / "edited" / "samples.npy"), samples["points"])
+    assert record["inputs_written_to"] == "input"  # the inputs, written as samples are, for a before/after look
+    assert np.allclose(np.load(tmp_path / "edited" / "input" / "samples.npy"), mode0.numpy(), atol=1e-6)
+    assert (tmp_path / "edited" / "input" / "samples.png").stat().st_size > 1000
     with pytest.raises(RunExistsError):
         edit_command(reading, options)
     edit_command(reading, dataclasses.replace(options, overwrite=True, method="sdedit", strength=0.6))

@@ -165,3 +165,28 @@ def test_a_run_trained_on_subsets_samples_larger_clouds_in_anchored_sets(run_dir
     calls.clear()
     run.denoiser = lambda x, sigma, cond=None: calls.append(x.shape[1]) or net(x, sigma, cond)
     assert run.sample(1, steps=1, sampler="euler", points=40).meta["anchored_set_size"] is None and set(calls) == {40}
+
+
+
+def test_edit_reads_a_sample_folder_skipping_other_files_and_naming_broken_ones(run_dir: Path, tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture) -> None:
+    """A folder of clouds as ``sample`` writes it (with its JSON and preview) is valid input; a broken file is named."""
+    from polydiff.domains.points.files import write_clouds
+    from polydiff.domains.points.sampling import read_instances
+    from polydiff.plugins.errors import UsageError
+
+    config = json.loads((run_dir / "config.json").read_text())
+    folder = tmp_path / "samples"
+    write_clouds(folder, np.random.default_rng(0).normal(size=(2, 48, 3)).astype(np.float32))
+    (folder / "clouds.json").write_text("{}")
+    (folder / "preview.png").write_bytes(b"\x89PNG")
+    (folder / "broken.ply").write_bytes(b"ply\nformat nonsense\n")
+    batch = read_instances(folder, config)
+    assert batch.x0.shape == (2, 48, 3)
+    err = capsys.readouterr().err
+    assert "skipped: cannot read" in err and "broken.ply" in err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="holds no point-cloud or mesh files"):
+        read_instances(tmp_path / "empty", config)
+    with pytest.raises(UsageError, match="broken.ply"):
+        read_instances(folder / "broken.ply", config)
