@@ -137,7 +137,10 @@ def embed_mmff(smiles: str, recipe: Recipe):
         params.useRandomCoords = True  # RDKit's remedy for molecules the default embedding cannot place
         if not AllChem.EmbedMultipleConfs(mol, recipe.embeddings, params):
             return mol, []
-    results = AllChem.MMFFOptimizeMoleculeConfs(mol, numThreads=1, maxIters=2000)
+    try:
+        results = AllChem.MMFFOptimizeMoleculeConfs(mol, numThreads=1, maxIters=2000)
+    except ValueError:  # an embedding cut short by the time limit can leave a conformer MMFF refuses
+        return mol, []
     return mol, [e for _, e in results]
 
 
