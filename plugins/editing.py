@@ -37,9 +37,9 @@ from .runs import Run
 
 Tensor = torch.Tensor
 DDPM_SAMPLER = "euler_ancestral"
+"""The sampler whose steps the ``ddpm`` method's noise maps are solved for."""
 INPUTS_FOLDER = "input"
 """Where ``edit`` writes its inputs as the domain writes samples (with their preview), inside its output folder."""
-"""The sampler whose steps the ``ddpm`` method's noise maps are solved for."""
 
 
 def _generate_from(run: Run, request: SampleRequest, start: Tensor) -> Samples:
