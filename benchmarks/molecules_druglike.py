@@ -227,7 +227,7 @@ def reference_ensemble(name: str, smiles: str, recipe: Recipe) -> tuple[object, 
     out.RemoveAllConformers()
     if minima:
         lowest = min(e for e, _ in minima)
-        window = sorted((e, p) for e, p in minima if (e - lowest) * HARTREE_KCAL <= recipe.ewin)
+        window = sorted(((e, p) for e, p in minima if (e - lowest) * HARTREE_KCAL <= recipe.ewin), key=lambda t: t[0])
         for e, p in window:
             conf = Chem.Conformer(len(numbers))
             for i, x in enumerate(p):
