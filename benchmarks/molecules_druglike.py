@@ -349,9 +349,16 @@ def polydiff_method(run, init: str, steps: int, seed: int, validate: bool):
         names = unique_names([m.GetProp("_Name") if m.HasProp("_Name") else str(i) for i, m in enumerate(mols)])
         inputs = [MolInput(name, m) for name, m in zip(names, mols)]
         request = run.request(k, steps=steps, generator=generator, init=init, no_validate=not validate)
-        made = dict(run.domain.generate(run, request, inputs)["molecules"])
+        samples = run.domain.generate(run, request, inputs)
+        made = dict(samples["molecules"])
+        method.checks["conformers"] += k * len(mols)
+        for key in ("n_relaxed", "n_dropped"):
+            method.checks[key] += int(samples.meta.get(key, 0))
+        method.checks["fallbacks"] += len(samples.meta.get("fallbacks", []))
         return [made.get(name, Chem.Mol(m)) for name, m in zip(names, mols)]
 
+    method.checks = {"conformers": 0, "n_relaxed": 0, "n_dropped": 0, "fallbacks": 0}
+    """What the output checks did: conformers asked for, relaxed by the force field, dropped; ETKDG fallbacks."""
     return method
 
 
@@ -379,6 +386,12 @@ def evaluate(args: argparse.Namespace, recipe: Recipe) -> None:
     print(f"MOSES test, {len(refs)} molecules, {sum(r.GetNumConformers() for r in refs)} reference conformers "
           f"(recipe {recipe.key()}), K = {args.k_factor}x ensemble size")
     print(format_ensemble_table(results))
+    for name, method in methods.items():
+        if hasattr(method, "checks"):
+            results[name]["checks"] = method.checks
+            c = method.checks
+            print(f"{name}: {c['n_relaxed']} of {c['conformers']} conformers relaxed by the checks, {c['n_dropped']} "
+                  f"dropped, {c['fallbacks']} molecules fell back to ETKDG")
     print(f"(total {time.time() - t0:.0f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps({"recipe": asdict(recipe), "n": len(refs), "results": results},
