@@ -30,6 +30,7 @@ SHA-256 of every output (and ``--expect FILE`` compares with a committed list).
     python benchmarks/molecules_druglike.py train-data --n 1000 --method mmff               # an SDF for --data
     python benchmarks/molecules_druglike.py evaluate --n 100 --run RUN --json results.json
     python benchmarks/molecules_druglike.py checksums --write benchmarks/molecules_druglike.sha256
+    python benchmarks/molecules_druglike.py checksums --method mmff --write benchmarks/molecules_druglike_train.sha256
 """
 from __future__ import annotations
 
