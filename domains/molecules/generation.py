@@ -97,8 +97,9 @@ def generate(run, request: SampleRequest, inputs: list[MolInput] | None = None) 
     for name, why in guarded.refused.items():
         print(f"skipped {name}: {why}", file=sys.stderr)
     for name, reasons in guarded.outside.items():
-        print(f"note: {name} is outside this run's training molecules ({'; '.join(reasons)}): sampled, then "
-              "validated", file=sys.stderr)
+        then = "not validated (--no-validate)" if opts.no_validate else "then validated"
+        print(f"note: {name} is outside this run's training molecules ({'; '.join(reasons)}): sampled, {then}",
+              file=sys.stderr)
     usable = guarded.usable
     graphs = [featurize(item.mol, facts.vocabulary) for item in usable]
     t0 = time.perf_counter()

@@ -55,8 +55,11 @@ def test_out_of_distribution_molecules_are_sampled_then_repaired(written):
 
 
 def test_unrepairable_conformers_are_dropped_and_the_molecule_falls_back_to_etkdg(shipped, capsys):
+    capsys.readouterr()
     raw = shipped.sample(2, smiles=[MACROCYCLE], seed=0, no_validate=True)
     assert raw.meta["validated"] is False and raw.data["conf_props"] == {}
+    assert "outside this run's training molecules" in (note := capsys.readouterr().err)
+    assert "sampled, not validated (--no-validate)" in note  # the note says what happens to it
     (name, mol), = raw["molecules"]
     assert not any(r.ok for r in check_conformers(mol))  # what issue 23 saw: C-C bonds of 1.7-1.9 A
     capsys.readouterr()
