@@ -28,11 +28,17 @@ def build_network(cfg: dict[str, Any]) -> nn.Module:
                           "'unet', a 'waves' run (a vocoder, `train-vocoder`) 'mel2linear', 'diffwave' or 'hifigan'")
     if kind != "unet":
         return build_vocoder(kind, cfg)
+    return MelUNet(unet_config(cfg))
+
+
+def unet_config(cfg: dict[str, Any]) -> NetConfig:
+    """The mel U-Net's sizes of a ``mels`` run config: its ``network`` section, the classes and mel bands of its data."""
+    d, n = data_config(cfg["data"]), cfg["network"]
     spec = sampling_spec(cfg)
     classes = len(spec.class_names) if spec.conditional else 0
     net = {k: tuple(v) if isinstance(v, list) else v for k, v in n.items() if k not in VOCODER_KEYS}
-    return MelUNet(NetConfig(num_classes=classes, sigma_data=float(cfg["diffusion"].get("sigma_data", 1.0)),
-                             n_mels=int(d["n_mels"]), **net))
+    return NetConfig(num_classes=classes, sigma_data=float(cfg["diffusion"].get("sigma_data", 1.0)),
+                     n_mels=int(d["n_mels"]), **net)
 
 
 def build_vocoder(kind: str, cfg: dict[str, Any]) -> nn.Module:

@@ -182,6 +182,8 @@ def make_domain() -> Domain:
             "The loudness envelope of a clip (mean log-mel per frame, scaled to [0, 1]): the sample follows its "
             "rhythm; --control: a .wav/.flac/.ogg clip or a folder of them, or a .npy of envelopes [n, 1, frames].",
             read=lazy("polydiff.domains.audio.control:read_envelopes"))},
+        autoencoder=lazy("polydiff.domains.audio.latent:build_autoencoder"),
+        latent_network=lazy("polydiff.domains.audio.latent:build_latent_network"),
         label_cond=lambda labels: {"label": labels},
         drop_cond=lazy("polydiff.domains.common.embeddings:drop_label_cond"),
         null_cond=lazy("polydiff.domains.common.embeddings:null_label_cond"),
