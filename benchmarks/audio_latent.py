@@ -135,7 +135,8 @@ def main() -> None:
     print(f"\nautoencoder: data {a_cfg['data_shape']} -> latent {a_cfg['latent_shape']} (compression "
           f"{torch.tensor(a_cfg['data_shape']).prod() / torch.tensor(a_cfg['latent_shape']).prod():.1f}x), "
           f"test MSE {rows[len(vocs) + 1][2]['mse']:.4g} (normalised log-mel units), scale {a_cfg['scale']:.4g}")
-    params = {name: sum(p.numel() for p in run.denoiser.parameters()) for name, run in (("mel", mel), ("latent", latent))}
+    params = {name: sum(t.numel() for t in run.denoiser.parameters()) for name, run in (("mel", mel),
+                                                                                     ("latent", latent))}
     for name, sec in timing.items():
         print(f"training {name}: {sec:.3f} s/step ({1 / sec:.2f} steps/s), {params[name] / 1e6:.2f} M parameters")
     if a.out:

@@ -32,7 +32,7 @@ def build_network(cfg: dict[str, Any]) -> nn.Module:
 
 
 def unet_config(cfg: dict[str, Any]) -> NetConfig:
-    """The mel U-Net's sizes of a ``mels`` run config: its ``network`` section, the classes and mel bands of its data."""
+    """The mel U-Net's sizes in a ``mels`` run config: its ``network`` section, the classes and bands of its data."""
     d, n = data_config(cfg["data"]), cfg["network"]
     spec = sampling_spec(cfg)
     classes = len(spec.class_names) if spec.conditional else 0

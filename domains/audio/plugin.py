@@ -78,9 +78,11 @@ def presets() -> dict[str, dict[str, Any]]:
     """``quick``: 10 voices x 10 digits, a small 1D U-Net (minutes on a CPU); ``cpu``: the whole digit set (416 voices x
     2 takes), the shipped checkpoint's recipe (18000 steps, the last 8000 annealed by a cosine; about 75 min on 2 idle
     CPU cores), sampled by 50 Euler-Maruyama steps at guidance 1.5; ``full``: a larger 1D U-Net for a GPU; ``fsdd``:
-    the ``cpu`` recipe on FSDD's training takes at 8 kHz; ``mel2linear``: the shipped vocoder's recipe (a learned
-    inverse mel scale with Griffin-Lim phase, noise on its input mels, 3000 steps of 32 whole clips, annealed from
-    1500; 11 min on one core);
+    the ``cpu`` recipe on FSDD's training takes at 8 kHz; ``fsdd-latent``: the shipped ``fsdd-latent`` run's recipe
+    (``train --latent AE`` over an autoencoder of ``train-autoencoder --preset fsdd``): the U-Net at base 64 over the
+    autoencoder's 16 latent frames, 14000 steps annealed from 8000; ``mel2linear``: the shipped vocoder's recipe (a
+    learned inverse mel scale with Griffin-Lim phase, noise on its input mels, 3000 steps of 32 whole clips, annealed
+    from 1500; 11 min on one core);
     ``hifigan`` (spectral losses, one step) and ``diffwave`` (denoising, 8 Heun steps): the vocoders it was measured
     against."""
     quick = {
@@ -115,6 +117,11 @@ def presets() -> dict[str, dict[str, Any]]:
         **cpu,
         "data": {"source": "fsdd", "sample_rate": FSDD_RATE, "valid_takes": 5},
     }
+    fsdd_latent = {
+        **fsdd,
+        "network": {**cpu["network"], "base": 64},
+        "train": {**cpu["train"], "steps": 14000, "decay_from": 8000},
+    }
     mel2linear = {
         "data": {"source": "fsdd", "sample_rate": FSDD_RATE, "valid_takes": 5, "target": "waves",
                  "segment_frames": 64},
@@ -140,8 +147,8 @@ def presets() -> dict[str, dict[str, Any]]:
         "sample": {"sampler": "heun", "steps": 8, "grid": "karras", "sigma_min": 0.0005, "sigma_max": 2.0,
                    "guidance_scale": 1.0},
     }
-    return {"quick": quick, "cpu": cpu, "full": full, "fsdd": fsdd, "mel2linear": mel2linear, "hifigan": hifigan,
-            "diffwave": diffwave}
+    return {"quick": quick, "cpu": cpu, "full": full, "fsdd": fsdd, "fsdd-latent": fsdd_latent,
+            "mel2linear": mel2linear, "hifigan": hifigan, "diffwave": diffwave}
 
 
 def make_domain() -> Domain:

@@ -44,6 +44,14 @@ def test_the_latent_network_is_the_mel_unet_over_latent_frames() -> None:
         net(torch.randn(1, 4, 8, 16), torch.zeros(1))
 
 
+def test_the_fsdd_latent_preset_is_the_fsdd_recipe_with_a_smaller_unet() -> None:
+    domain = make_domain()
+    fsdd, latent = resolve_config(domain, "fsdd"), resolve_config(domain, "fsdd-latent")
+    assert latent["data"] == fsdd["data"] and latent["diffusion"] == fsdd["diffusion"]
+    assert latent["network"] == {**fsdd["network"], "base": 64}
+    assert (latent["train"]["steps"], latent["train"]["decay_from"]) == (14000, 8000)
+
+
 @pytest.fixture(scope="module")
 def tiny_latent(tmp_path_factory, tiny_train):
     domain, root = make_domain(), tmp_path_factory.mktemp("audio-latent")
