@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from polydiff.plugins import hookimpl
-from polydiff.plugins.domain import Classes, Count, DataSource, Domain
+from polydiff.plugins.domain import Classes, Control, Count, DataSource, Domain
 from polydiff.plugins.lazy import lazy
 from polydiff.plugins.options import option
 
@@ -120,6 +120,12 @@ def make_domain() -> Domain:
         collate=lazy("polydiff.domains.common.datasets:collate_labelled"),
         drop_cond=lazy("polydiff.domains.common.embeddings:drop_label_cond"),
         null_cond=lazy("polydiff.domains.common.embeddings:null_label_cond"),
+        controls={"partial": Control(
+            lazy("polydiff.domains.points.partial:compute"),
+            "A partial scan: the points a depth camera sees from one random viewpoint (256 of them, in the run's "
+            "frame): the sample completes the shape; --control: a partial cloud (PLY/OBJ/XYZ), a partial mesh, or "
+            "a .npy of clouds [m, K, 3].",
+            read=lazy("polydiff.domains.points.partial:read"))},
     )
 
 
