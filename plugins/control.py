@@ -7,7 +7,8 @@ envelope); ``train-control --run BASE --control KIND --out RUN`` trains the bran
 each example's control on the fly. The control run is an ordinary run folder whose config is the base's plus a
 ``control`` section (``ControlSection``: the kind, the base run, the control's shape, the encoder, the control dropout
 and the default guidance scale on the control) and whose checkpoint holds the whole controlled network (the frozen
-base included), so it loads on its own.
+base included), so it loads on its own; ``export`` leaves the frozen base out when it is a shipped checkpoint, which
+every install has (the branch alone ships, half the size, and loads on top of it).
 
 Design: like latent runs, a control run is trained and loaded through a *controlled view* of its domain
 (``controlled_domain``): its network is the ControlNet around the domain's network, its ``sample`` options add
@@ -34,6 +35,7 @@ from torch import nn
 
 from polydiff.core.control import (ControlGuided, ControlNet, Controllable, control_encoder, encoder_kind,
                                    find_control_net, split_control, with_control)
+from polydiff.core.checkpoint import load_checkpoint
 from polydiff.core.training import Trainer, TrainConfig
 
 from .capabilities import ControlSampleOptions, TrainControlOptions
@@ -44,7 +46,7 @@ from .folders import locked, prepare_train_folder
 from .manager import get_manager
 from .options import fields_of, option
 from .personalize import cat_rows, load_any, read_array
-from .runs import Run, build_denoiser, default_loss, load_run, shipped_name
+from .runs import SHIPPED, Run, build_denoiser, default_loss, load_run, shipped_folder, shipped_name
 
 EVALUATE_CONTROLS = 2000
 DEFAULT_STEPS = 1000
@@ -398,6 +400,13 @@ def is_control(run_dir: Path | None) -> bool:
     return path is not None and path.is_file() and bool(json.loads(path.read_text()).get("control"))
 
 
+BASE_WEIGHTS = "base_weights"
+"""The checkpoint metadata key saying where a control run's frozen base weights are: ``"base_run"`` when an export
+left them out (its base is a shipped checkpoint, loaded from there); absent when the checkpoint holds them."""
+BASE_PREFIX = "net.base."
+"""Where the frozen base sits in a controlled denoiser's state dict (``Denoiser.net`` is the ``ControlNet``)."""
+
+
 def load_control_run(domain: Domain, run_dir: Path, device: str | torch.device = "cpu",
                      control: Control | None = None) -> Run:
     """Load a control run folder as a Run of its controlled view (what ``load_run`` does for a config with a
@@ -409,9 +418,33 @@ def load_control_run(domain: Domain, run_dir: Path, device: str | torch.device =
     if not kind:
         raise UsageError(f"{run_dir} is not a control run (no [control] section)")
     control = control or controls_of(domain).get(kind) or _unknown_control(kind)
-    run = load_run(controlled_domain(domain, kind, control), run_dir, device)
-    run.denoiser.requires_grad_(False)
-    return run
+    view = controlled_domain(domain, kind, control)
+    _, state = load_checkpoint(run_dir / "checkpoint", ())
+    if state.get(BASE_WEIGHTS) != "base_run":
+        run = load_run(view, run_dir, device)
+        run.denoiser.requires_grad_(False)
+        return run
+    cfg = validate_config(raw, view.sections)
+    denoiser = build_denoiser(view, cfg)
+    base = load_any(domain, shipped_folder(domain, cfg["control"]["base_run"]), "cpu")
+    net = find_control_net(denoiser)
+    net.base.load_state_dict(base.denoiser.net.state_dict())
+    tensors, _ = load_checkpoint(run_dir / "checkpoint", ("model",))
+    missing, unexpected = denoiser.load_state_dict(tensors["model"], strict=False)
+    if unexpected or any(not k.startswith(BASE_PREFIX) for k in missing):
+        raise UsageError(f"{run_dir}: the checkpoint does not fit its control network (missing "
+                         f"{[k for k in missing if not k.startswith(BASE_PREFIX)][:3]}, unexpected {unexpected[:3]})")
+    device = torch.device(device)
+    return Run(view, cfg, denoiser.to(device).eval().requires_grad_(False), run_dir, device)
+
+
+def without_shipped_base(config: dict[str, Any], weights: dict[str, torch.Tensor]
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """For ``export``: a control run's weights without its frozen base when the base is a shipped checkpoint (which
+    every install has), and the checkpoint metadata saying so; other control runs keep every weight."""
+    if not str(config["control"]["base_run"]).startswith(SHIPPED):
+        return weights, {}
+    return {k: v for k, v in weights.items() if not k.startswith(BASE_PREFIX)}, {BASE_WEIGHTS: "base_run"}
 
 
 def train_control_command(domain: Domain, options: TrainControlOptions, device: str = "cpu",

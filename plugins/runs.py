@@ -159,16 +159,23 @@ def export_run(run_dir: Path, out: Path, dtype: str = "float16", *, overwrite: b
     weights = tensors.get("model", {})
     prefix = "ema." if any(k.startswith("ema.") for k in weights) else ""
     picked = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix) and (prefix or not k.startswith("ema."))}
+    config = json.loads((run_dir / "config.json").read_text())
+    meta: dict[str, Any] = {}
+    if config.get("control"):  # a control run on a shipped base ships its branch alone
+        from .control import without_shipped_base
+
+        picked, meta = without_shipped_base(config, picked)
     cast = {k: v.to(EXPORT_DTYPES[dtype]) if v.is_floating_point() else v for k, v in picked.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         save_checkpoint(staged / "checkpoint", {"model": cast},
-                        {"step": state.get("step"), "exported_from": str(run_dir), "dtype": dtype, "ema": bool(prefix)})
+                        {"step": state.get("step"), "exported_from": str(run_dir), "dtype": dtype, "ema": bool(prefix),
+                         **meta})
         for name in ("config.json", "loss.png", "metrics.jsonl", "command.txt"):
             if (run_dir / name).is_file():
                 shutil.copyfile(run_dir / name, staged / name)
-        if json.loads((run_dir / "config.json").read_text()).get("latent"):  # ship the decoder with the run
+        if config.get("latent"):  # ship the decoder with the run
             from .latent import bundle_autoencoder
 
             bundle_autoencoder(run_dir, staged)

@@ -143,3 +143,36 @@ def test_a_control_run_of_the_shipped_run_records_no_machine_path(toy, tmp_path)
 
     run = train_control(load_run(toy, None), X, tmp_path / "c", kind="x", steps=1)
     assert run.config["control"]["base_run"] == "shipped:moons"
+
+
+def test_exporting_a_control_run_of_a_shipped_base_ships_the_branch_alone(toy, tmp_path) -> None:
+    from polydiff.core.checkpoint import load_checkpoint
+    from polydiff.plugins.control import BASE_PREFIX
+    from polydiff.plugins.runs import export_run, load_run
+
+    run = train_control(load_run(toy, None), X, tmp_path / "c", kind="x", steps=3)
+    whole = export_run(tmp_path / "c", tmp_path / "branch", "float32")
+    tensors, state = load_checkpoint(whole / "checkpoint")
+    assert state["base_weights"] == "base_run" and not any(k.startswith(BASE_PREFIX) for k in tensors["model"])
+    assert any(k.startswith("net.branch.") for k in tensors["model"])
+    shipped = load_control_run(toy, whole)
+    g = torch.Generator().manual_seed(0)
+    x, sigma = torch.randn(32, 2, generator=g), torch.rand(32, generator=g) * 5 + 0.01
+    cond = with_control(torch.randint(0, 2, (32,), generator=g), torch.randn(32, 1, generator=g))
+    with torch.no_grad():
+        torch.testing.assert_close(shipped.denoiser(x, sigma, cond), run.denoiser(x, sigma, cond), rtol=0, atol=1e-6)
+
+
+def test_a_control_run_on_a_trained_base_exports_whole(base, controlled, tmp_path) -> None:
+    from polydiff.core.checkpoint import load_checkpoint
+    from polydiff.plugins.control import BASE_PREFIX
+    from polydiff.plugins.runs import export_run
+
+    out = export_run(controlled.path, tmp_path / "whole", "float32")
+    tensors, state = load_checkpoint(out / "checkpoint")
+    assert "base_weights" not in state and any(k.startswith(BASE_PREFIX) for k in tensors["model"])
+    again = load_control_run(get_manager().domain("toy"), out)
+    x, sigma = torch.randn(8, 2), torch.full((8,), 0.5)
+    cond = with_control(torch.zeros(8, dtype=torch.long), torch.ones(8, 1))
+    with torch.no_grad():
+        torch.testing.assert_close(again.denoiser(x, sigma, cond), controlled.denoiser(x, sigma, cond))
