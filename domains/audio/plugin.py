@@ -80,7 +80,7 @@ def presets() -> dict[str, dict[str, Any]]:
     CPU cores), sampled by 50 Euler-Maruyama steps at guidance 1.5; ``full``: a larger 1D U-Net for a GPU; ``fsdd``:
     the ``cpu`` recipe on FSDD's training takes at 8 kHz; ``fsdd-latent``: the shipped ``fsdd-latent`` run's recipe
     (``train --latent AE`` over an autoencoder of ``train-autoencoder --preset fsdd``): the U-Net at base 64 over the
-    autoencoder's 16 latent frames, 14000 steps annealed from 8000; ``mel2linear``: the shipped vocoder's recipe (a
+    autoencoder's 16 latent frames, 20000 steps annealed from 12000; ``mel2linear``: the shipped vocoder's recipe (a
     learned inverse mel scale with Griffin-Lim phase, noise on its input mels, 3000 steps of 32 whole clips, annealed
     from 1500; 11 min on one core);
     ``hifigan`` (spectral losses, one step) and ``diffwave`` (denoising, 8 Heun steps): the vocoders it was measured
@@ -120,7 +120,7 @@ def presets() -> dict[str, dict[str, Any]]:
     fsdd_latent = {
         **fsdd,
         "network": {**cpu["network"], "base": 64},
-        "train": {**cpu["train"], "steps": 14000, "decay_from": 8000},
+        "train": {**cpu["train"], "steps": 20000, "decay_from": 12000},
     }
     mel2linear = {
         "data": {"source": "fsdd", "sample_rate": FSDD_RATE, "valid_takes": 5, "target": "waves",

@@ -49,7 +49,7 @@ def test_the_fsdd_latent_preset_is_the_fsdd_recipe_with_a_smaller_unet() -> None
     fsdd, latent = resolve_config(domain, "fsdd"), resolve_config(domain, "fsdd-latent")
     assert latent["data"] == fsdd["data"] and latent["diffusion"] == fsdd["diffusion"]
     assert latent["network"] == {**fsdd["network"], "base": 64}
-    assert (latent["train"]["steps"], latent["train"]["decay_from"]) == (14000, 8000)
+    assert (latent["train"]["steps"], latent["train"]["decay_from"]) == (20000, 12000)
 
 
 @pytest.fixture(scope="module")
