@@ -41,6 +41,8 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
     p.add_argument("--sampler", default="dpmpp_2m")
     p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--control-scale", type=float, default=None,
+                   help="guidance on the control for (a) (default: the control run's)")
     p.add_argument("--seed", type=int, default=0, help="viewpoints and sampling noise")
     p.add_argument("--retrieval-points", type=int, default=512, help="points of each training cloud searched")
     p.add_argument("--json", type=Path, default=None, help="write the table and per-input figures here")
@@ -98,7 +100,7 @@ def main() -> None:
             seed = args.seed * 100_000 + i
             rows = scan[torch.randint(len(scan), (CONTROL_POINTS,), generator=torch.Generator().manual_seed(i))]
             if method == "controlnet":
-                s = control_run.sample(1, control=rows[None], seed=seed, **common)
+                s = control_run.sample(1, control=rows[None], control_scale=args.control_scale, seed=seed, **common)
                 out.append(torch.as_tensor(s["points"][0]))
             elif method == "complete":
                 with tempfile.TemporaryDirectory() as tmp:

@@ -104,6 +104,8 @@ class TrainControlOptions:
     guidance_scale: float = option(1.0, "Default guidance scale on the control recorded in the run (1: none; > 1 "
                                         "follows the control more closely).", min=0.0)
     seed: int = option(0, "Seed of the training noise and the controls' randomness.")
+    config: Path | None = option(None, "TOML file with a [train] table and a [diffusion.schedule_args] table (the "
+                                       "training noise levels, e.g. P_mean) for the branch's training.", exists=True)
     resume: bool = option(False, "Continue the control run in --out.", flags=("--resume",))
     overwrite: bool = option(False, "Replace the run in --out.", flags=("--overwrite",))
 

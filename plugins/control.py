@@ -39,14 +39,14 @@ from polydiff.core.checkpoint import load_checkpoint
 from polydiff.core.training import Trainer, TrainConfig
 
 from .capabilities import ControlSampleOptions, TrainControlOptions
-from .config import ControlSection, validate_config, validate_section
+from .config import ControlSection, merge, read_config_file, validate_config, validate_section
 from .domain import Batch, Control, Domain, EvaluateRequest, SampleRequest, Samples
-from .errors import OptionError, UsageError
+from .errors import ConfigError, OptionError, UsageError
 from .folders import locked, prepare_train_folder
 from .manager import get_manager
 from .options import fields_of, option
 from .personalize import cat_rows, load_any, read_array
-from .runs import SHIPPED, Run, build_denoiser, default_loss, load_run, shipped_folder, shipped_name
+from .runs import SHIPPED, Run, build_denoiser, build_schedule, default_loss, load_run, shipped_folder, shipped_name
 
 EVALUATE_CONTROLS = 2000
 DEFAULT_STEPS = 1000
@@ -345,15 +345,32 @@ def _loss(view: Domain, control: Control, cfg: dict[str, Any], dropout: float):
     return loss
 
 
+def control_override(extra: dict[str, Any], source: str = "the override") -> dict[str, Any]:
+    """The part of a control run's config a user may change: the ``train`` table and the training noise levels
+    (``diffusion.schedule_args``; a ControlNet learns most where the control decides the sample, at high noise).
+    The rest is the frozen base's and stays (a ConfigError names the first other key)."""
+    unknown = sorted(set(extra) - {"train", "diffusion"})
+    if unknown:
+        raise ConfigError(f"{source}: train-control reads only [train] and [diffusion.schedule_args], not "
+                          f"[{unknown[0]}]")
+    other = sorted(set(extra.get("diffusion", {})) - {"schedule_args"})
+    if other:
+        raise ConfigError(f"{source}: the base run's diffusion.{other[0]} is fixed; only diffusion.schedule_args "
+                          "(the training noise levels) can change")
+    return extra
+
+
 def train_control(base: Run, control: str | Control, out: Path, *, kind: str | None = None,
                   steps: int | None = None, lr: float | None = None, batch_size: int | None = None,
                   dropout: float = 0.0, guidance_scale: float = 1.0, seed: int = 0,
                   device: str | torch.device | None = None, resume: bool = False, overwrite: bool = False,
-                  command: str | None = None, progress: bool = False, stop_after: int | None = None) -> Run:
+                  command: str | None = None, progress: bool = False, stop_after: int | None = None,
+                  override: dict[str, Any] | None = None) -> Run:
     """Train a ControlNet branch on the frozen ``base`` run for ``control`` (a kind the domain declares, or a
     ``Control`` named ``kind``) into the run folder ``out``; returns the control Run (``run.sample(n,
     control=...)``). ``steps``: 1000 by default; with ``resume``, the run's own unless given (a larger number extends
-    the run, as ``train --resume --steps`` does)."""
+    the run, as ``train --resume --steps`` does). ``override``: ``train`` settings and the training noise levels
+    (``diffusion.schedule_args``) merged over the control run's config (see ``control_override``)."""
     domain, out = base.domain, Path(out)
     if base.config.get("latent") or base.config.get("control"):
         raise UsageError(f"{base.path} is a {'latent' if base.config.get('latent') else 'control'} run; train the "
@@ -373,8 +390,8 @@ def train_control(base: Run, control: str | Control, out: Path, *, kind: str | N
             probe = example_batch(domain, dataset, [0, 1])
             shape = list(control.compute(probe, torch.Generator().manual_seed(seed)).shape[1:])
             train = _train_section(base, steps or DEFAULT_STEPS, lr, batch_size, seed, progress)
-            cfg = validate_config(control_config(base, kind, control, shape, train, dropout, guidance_scale),
-                                  view.sections)
+            cfg = validate_config(merge(control_config(base, kind, control, shape, train, dropout, guidance_scale),
+                                        control_override(override or {})), view.sections)
         if command:
             with open(out / "command.txt", "a") as f:
                 f.write(command + "\n")
@@ -454,8 +471,13 @@ def train_control_command(domain: Domain, options: TrainControlOptions, device: 
         if getattr(options, name) is None:
             raise OptionError(f"--{name}", "is required")
     resolve_control(domain, options.control)
+    override = None
+    if options.config is not None:
+        override = control_override(read_config_file(options.config), str(options.config))
     base = load_any(domain, options.run, device)
+    if override:
+        build_schedule(merge(base.config, override))  # a bad schedule argument, before the folder is made
     return train_control(base, options.control, options.out, steps=options.steps, lr=options.lr,
                          batch_size=options.batch_size, dropout=options.dropout, guidance_scale=options.guidance_scale,
                          seed=options.seed, device=device, resume=options.resume, overwrite=options.overwrite,
-                         command=command, progress=progress)
+                         command=command, progress=progress, override=override)

@@ -29,7 +29,7 @@ from polydiff.core.training import Trainer, TrainConfig, load_weights
 
 from .config import fitted, merge, read_config_file, validate_config
 from .domain import Batch, Domain, EvaluateRequest, SampleRequest, Samples, SampleSettings
-from .errors import OptionError, UsageError
+from .errors import ConfigError, OptionError, UsageError
 from .folders import check_export_target, locked, prepare_train_folder, replace_folder
 from .manager import get_manager
 from .options import build_options
@@ -45,7 +45,12 @@ def resolve_config(domain: Domain, preset: str = "quick", override: dict[str, An
 def build_schedule(cfg: dict[str, Any]) -> Schedule:
     """The training/grid schedule of a config, by its registered name."""
     d = cfg["diffusion"]
-    return get_manager().schedule(d["schedule"])(**d.get("schedule_args", {}))
+    args = d.get("schedule_args", {})
+    try:
+        return get_manager().schedule(d["schedule"])(**args)
+    except TypeError as exc:  # a misspelt or foreign argument
+        raise ConfigError(f"diffusion.schedule_args {sorted(args)} do not fit the {d['schedule']!r} schedule: "
+                          f"{exc}") from None
 
 
 def build_denoiser(domain: Domain, cfg: dict[str, Any]) -> Denoiser:

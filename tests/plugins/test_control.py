@@ -176,3 +176,23 @@ def test_a_control_run_on_a_trained_base_exports_whole(base, controlled, tmp_pat
     cond = with_control(torch.zeros(8, dtype=torch.long), torch.ones(8, 1))
     with torch.no_grad():
         torch.testing.assert_close(again.denoiser(x, sigma, cond), controlled.denoiser(x, sigma, cond))
+
+
+def test_config_shifts_the_training_noise_levels_and_refuses_the_bases_other_settings(toy, folders, tmp_path) -> None:
+    from polydiff.plugins.errors import ConfigError
+
+    declaring = dataclasses.replace(toy, controls={"x": X})
+    good = tmp_path / "c.toml"
+    good.write_text("[train]\nema_decay = 0.99\n[diffusion.schedule_args]\nP_mean = 0.0\n")
+    options = {"run": folders / "base", "control": "x", "out": tmp_path / "cfg", "steps": 2, "config": good}
+    run = train_control_command(declaring, build_options(TrainControlOptions, options), progress=False)
+    assert run.config["train"]["ema_decay"] == 0.99 and run.config["diffusion"]["schedule_args"] == {"P_mean": 0.0}
+    assert json.loads((tmp_path / "cfg" / "config.json").read_text())["diffusion"]["schedule_args"]["P_mean"] == 0.0
+    for text, says in (("[network]\nwidth = 8\n", r"not \[network\]"),
+                       ("[diffusion]\nparameterization = 'eps'\n", "diffusion.parameterization is fixed")):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=says):
+            train_control_command(declaring, build_options(TrainControlOptions, {**options, "config": bad,
+                                                                                 "out": tmp_path / "no"}))
+    assert not (tmp_path / "no").exists()
