@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from polydiff.core.checkpoint import load_checkpoint
 from polydiff.core.control import (ControlGuided, ControlNet, Controllable, control_encoder, encoder_kind,
                                    find_control_net, split_control, with_control)
-from polydiff.core.checkpoint import load_checkpoint
 from polydiff.core.training import Trainer, TrainConfig
 
 from .capabilities import ControlSampleOptions, TrainControlOptions
