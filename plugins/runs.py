@@ -139,6 +139,7 @@ def train_folder(domain: Domain, out: Path, *, preset: str = "quick", config_fil
             cfg = validate_config(merge(json.loads(saved.read_text()), override), domain.sections)
         else:
             cfg = resolve_config(domain, preset, merge(override, {"train": {"seed": seed}}))
+        build_schedule(cfg)  # a schedule argument that does not fit fails here, before the folder records anything
         if command:
             with open(out / "command.txt", "a") as f:
                 f.write(command + "\n")

@@ -46,7 +46,8 @@ def toy_run(tmp_path_factory) -> Path:
 def _bad_configs(root: Path) -> dict[str, Path]:
     files = {"syntax": "[train\nsteps = 3\n", "data_typo": "[data]\ndatset = 'moons'\n",
              "sample_typo": "[sample]\nstep = 3\n", "network_typo": "[network]\nwidht = 3\n",
-             "steps_type": '[train]\nsteps = "twenty"\n', "section_typo": "[sampel]\nsteps = 3\n"}
+             "steps_type": '[train]\nsteps = "twenty"\n', "section_typo": "[sampel]\nsteps = 3\n",
+             "schedule_typo": "[diffusion.schedule_args]\nP_meen = 0.0\n"}
     out = {}
     for name, text in files.items():
         out[name] = root / f"{name}.toml"
@@ -77,6 +78,7 @@ USAGE_ERRORS = [
     (["toy", "train", "--config", "{network_typo}"], "'widht' in [network]"),
     (["toy", "train", "--config", "{steps_type}"], "[train] steps must be int"),
     (["toy", "train", "--config", "{section_typo}"], "[sampel]"),
+    (["toy", "train", "--config", "{schedule_typo}"], "schedule_args ['P_meen']"),
     (["toy", "evaluate", "-n", "0"], "'-n'"),
     (["toy", "export", "/nonexistent/run", "--out", "{tmp}/x"], "/nonexistent/run"),
     (["points", "sample", "--class", "spaceship"], "--class"),
