@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from audio_sc09 import COLUMNS, Row, first, floors, ours, vocoders  # noqa: E402
+from audio_sc09 import Row, first, floors, ours, print_table, vocoders  # noqa: E402
 
 from polydiff.core.samplers import steps_for_nfe  # noqa: E402
 from polydiff.domains.audio.data import Prepared, prepare  # noqa: E402
@@ -125,12 +125,7 @@ def main() -> None:
           f"clips {judge.test_accuracy:.3f}; {a.sampler} at guidance {a.guidance_scale}, seed {a.seed}; "
           f"{torch.get_num_threads()} thread(s)")
     print(f"mel run {a.mel}; latent run {a.latent}")
-    head = f"{'set':58s} {'NFE':>5s} {'n':>5s} " + " ".join(f"{c:>10s}" for c in COLUMNS) + f" {'s/clip':>8s}"
-    print(head)
-    print("-" * len(head))
-    for name, k, m, sec, count in rows:
-        print(f"{name:58s} {k:>5s} {count:5d} " + " ".join(f"{m.get(c, float('nan')):10.4g}" for c in COLUMNS)
-              + f" {sec:8.3f}")
+    print_table(rows, 58)
     a_cfg = ae.config["autoencoder"]
     print(f"\nautoencoder: data {a_cfg['data_shape']} -> latent {a_cfg['latent_shape']} (compression "
           f"{torch.tensor(a_cfg['data_shape']).prod() / torch.tensor(a_cfg['latent_shape']).prod():.1f}x), "

@@ -156,6 +156,16 @@ def goal_lines(a: argparse.Namespace, rows: list[Row], n: int, n_test: int) -> l
     return lines
 
 
+def print_table(rows: list[Row], width: int) -> None:
+    """The rows as a table: name (``width`` wide), NFE, count, the ``COLUMNS`` metrics and seconds per clip."""
+    head = f"{'set':{width}s} {'NFE':>5s} {'n':>5s} " + " ".join(f"{c:>10s}" for c in COLUMNS) + f" {'s/clip':>8s}"
+    print(head)
+    print("-" * len(head))
+    for name, k, m, sec, count in rows:
+        print(f"{name:{width}s} {k:>5s} {count:5d} " + " ".join(f"{m.get(c, float('nan')):10.4g}" for c in COLUMNS)
+              + f" {sec:8.3f}")
+
+
 def main() -> None:
     a = arguments()
     domain = make_domain()
@@ -188,12 +198,7 @@ def main() -> None:
             else "SC09-like spoken digits (test voices unheard)")
     print(f"\n{what}: {len(full.train)} train / {len(p.test)} test clips, judge accuracy on real test clips "
           f"{judge.test_accuracy:.3f}; FID/NDB vs training features; run {a.run}")
-    head = f"{'set':52s} {'NFE':>5s} {'n':>5s} " + " ".join(f"{c:>10s}" for c in COLUMNS) + f" {'s/clip':>8s}"
-    print(head)
-    print("-" * len(head))
-    for name, k, m, sec, count in rows:
-        print(f"{name:52s} {k:>5s} {count:5d} " + " ".join(f"{m.get(c, float('nan')):10.4g}" for c in COLUMNS)
-              + f" {sec:8.3f}")
+    print_table(rows, 52)
     print()
     for line in goal_lines(a, rows, n, len(p.test)):
         print(line)
