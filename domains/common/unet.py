@@ -1,7 +1,10 @@
 """A compact U-Net ``F(x_in, c_noise, cond)`` over 1D or 2D grids (mel frames, mel spectrograms, rendered views).
 
 Residual blocks modulated by the noise embedding (FiLM scale and shift), self-attention at chosen levels, and
-conditioning on a class label and/or a vector embedding (e.g. a sentence embedding), both summed into the FiLM input.
+conditioning on a class label and/or a vector embedding (e.g. a sentence embedding), both summed into the FiLM input;
+optionally cross-attention to a sequence of token states (``cond["tokens"]`` [B, T, D] with ``cond["token_mask"]``
+[B, T], True where a token is real), as latent diffusion conditions on text, and a patch stem that folds ``patch`` x
+``patch`` pixels into channels so a larger image costs what a smaller one does (Hoogeboom et al. 2023).
 """
 from __future__ import annotations
 
@@ -65,13 +68,45 @@ class SelfAttention(nn.Module):
         return x + out.transpose(1, 2).reshape(x.shape)
 
 
+class CrossAttention(nn.Module):
+    """Multi-head attention from every grid position to a token sequence, with a learnt null token always present.
+
+    The null token makes an empty condition well defined: a row whose mask is all False (the null prompt of
+    classifier-free guidance) attends to the null token alone. The output projection starts at zero, so a new block
+    leaves the network unchanged.
+    """
+
+    def __init__(self, channels: int, context_dim: int, heads: int = 4) -> None:
+        super().__init__()
+        self.norm = _norm(channels)
+        self.context_norm = nn.LayerNorm(context_dim)
+        self.null = nn.Parameter(torch.zeros(1, 1, context_dim))
+        self.attn = nn.MultiheadAttention(channels, heads, kdim=context_dim, vdim=context_dim, batch_first=True)
+        nn.init.zeros_(self.attn.out_proj.weight)
+        nn.init.zeros_(self.attn.out_proj.bias)
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
+        b = x.shape[0]
+        null = self.null.to(x.dtype).expand(b, 1, -1)
+        if tokens is None:
+            context, ignore = null, torch.zeros(b, 1, dtype=torch.bool, device=x.device)
+        else:
+            keep = torch.ones(tokens.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask.bool()
+            context = torch.cat([null, tokens.to(x.dtype)], dim=1)
+            ignore = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=x.device), ~keep], dim=1)
+        context = self.context_norm(context)
+        seq = self.norm(x).flatten(2).transpose(1, 2)
+        out, _ = self.attn(seq, context, context, key_padding_mask=ignore, need_weights=False)
+        return x + out.transpose(1, 2).reshape(x.shape)
+
+
 class UNet(nn.Module):
     """U-Net over [B, C, L] (``dims=1``) or [B, C, H, W] (``dims=2``); every grid side divisible by 2 ** (levels - 1).
 
     Controllable (``polydiff.core.control``): its residual features are the skip features (the stem's output and
     each down-path block's) and the middle block's output, channels-first; ``forward(..., residuals)`` adds them to
     the skips as the decoder reads them and to the middle output, as ControlNet does; ``control_branch`` is the
-    encoder half (stem, down path, middle).
+    encoder half (stem, down path, middle). With ``patch`` > 1 (2D only) the features are those of the folded grid.
     """
 
     feature_axis = 1
@@ -88,16 +123,23 @@ class UNet(nn.Module):
         num_classes: int = 0,
         dropout: float = 0.0,
         dims: int = 2,
+        context_dim: int = 0,
+        patch: int = 1,
     ) -> None:
         super().__init__()
         conv = _conv(dims)
-        self.dims = dims
+        if patch < 1 or (patch > 1 and dims != 2):
+            raise ValueError(f"patch must be 1, or a power of two > 1 on 2D grids; got patch={patch}, dims={dims}")
+        self.dims, self.patch = dims, patch
         self.levels = len(mults)
         emb_dim = 4 * base
         self.noise_emb = NoiseEmbedding(emb_dim)
         self.label_emb = LabelEmbedding(num_classes, emb_dim) if num_classes > 0 else None
         self.cond_proj = nn.Linear(cond_dim, emb_dim) if cond_dim > 0 else None
-        self.stem = conv(in_channels, base, 3, padding=1)
+        self.stem = conv(in_channels * patch ** 2, base, 3, padding=1)
+
+        def attention(channels: int) -> list[nn.Module]:
+            return [SelfAttention(channels)] + ([CrossAttention(channels, context_dim)] if context_dim > 0 else [])
 
         self.down = nn.ModuleList()
         skips, ch = [base], base
@@ -106,14 +148,14 @@ class UNet(nn.Module):
                 block = nn.ModuleList([ResBlock(ch, base * mult, emb_dim, dropout, dims)])
                 ch = base * mult
                 if level in attn_levels:
-                    block.append(SelfAttention(ch))
+                    block.extend(attention(ch))
                 self.down.append(block)
                 skips.append(ch)
             if level < self.levels - 1:
                 self.down.append(nn.ModuleList([conv(ch, ch, 3, stride=2, padding=1)]))
                 skips.append(ch)
 
-        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout, dims), SelfAttention(ch),
+        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout, dims), *attention(ch),
                                   ResBlock(ch, ch, emb_dim, dropout, dims)])
         self._feature_channels = [*skips, ch]
 
@@ -123,12 +165,13 @@ class UNet(nn.Module):
                 block = nn.ModuleList([ResBlock(ch + skips.pop(), base * mult, emb_dim, dropout, dims)])
                 ch = base * mult
                 if level in attn_levels:
-                    block.append(SelfAttention(ch))
+                    block.extend(attention(ch))
                 self.up.append(block)
             if level > 0:
                 self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"), conv(ch, ch, 3, padding=1)]))
 
-        self.head = nn.Sequential(_norm(ch), nn.SiLU(), conv(ch, out_channels or in_channels, 3, padding=1))
+        out = (out_channels or in_channels) * patch ** 2
+        self.head = nn.Sequential(_norm(ch), nn.SiLU(), conv(ch, out, 3, padding=1))
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 
@@ -142,22 +185,33 @@ class UNet(nn.Module):
         return F.silu(emb)
 
     def _check(self, x: torch.Tensor) -> None:
-        factor = 2 ** (self.levels - 1)
+        factor = 2 ** (self.levels - 1) * self.patch
         if x.ndim != self.dims + 2 or any(side % factor for side in x.shape[2:]):
             layout = "[B, C, L]" if self.dims == 1 else "[B, C, H, W]"
             raise ValueError(f"this U-Net needs {layout} with every side divisible by {factor}; got {tuple(x.shape)}")
 
-    def _encode(self, x: torch.Tensor, emb: torch.Tensor,
+    @staticmethod
+    def _layer(layer: nn.Module, h: torch.Tensor, emb: torch.Tensor, cond: dict) -> torch.Tensor:
+        if isinstance(layer, ResBlock):
+            return layer(h, emb)
+        if isinstance(layer, CrossAttention):
+            return layer(h, cond.get("tokens"), cond.get("token_mask"))
+        return layer(h)
+
+    def _encode(self, x: torch.Tensor, emb: torch.Tensor, cond: dict | None,
                 hint: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The skip features of the down path and the middle block's output."""
+        cond = cond or {}
+        if self.patch > 1:
+            x = F.pixel_unshuffle(x, self.patch)
         h = add_hint(self.stem(x), hint, self.feature_axis)
         hs = [h]
         for block in self.down:
             for layer in block:
-                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+                h = self._layer(layer, h, emb, cond)
             hs.append(h)
         for layer in self.mid:
-            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+            h = self._layer(layer, h, emb, cond)
         return hs, h
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None,
@@ -166,7 +220,7 @@ class UNet(nn.Module):
         control features added to the skips and the middle output, see the class docstring)."""
         self._check(x)
         emb = self._embedding(c_noise, cond, x.shape[0])
-        hs, h = self._encode(x, emb)
+        hs, h = self._encode(x, emb, cond)
         if residuals is not None:
             hs = [s + r for s, r in zip(hs, residuals[:-1])]
             h = h + residuals[-1]
@@ -174,8 +228,9 @@ class UNet(nn.Module):
             if isinstance(block[0], ResBlock):
                 h = torch.cat([h, hs.pop()], dim=1)
             for layer in block:
-                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
-        return self.head(h)
+                h = self._layer(layer, h, emb, cond or {})
+        out = self.head(h)
+        return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
 
     def feature_channels(self) -> list[int]:
         """Channels of each residual feature (the control protocol)."""
@@ -185,7 +240,7 @@ class UNet(nn.Module):
                  hint: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The skip features (the stem's output plus ``hint`` first) and the middle output (the control protocol)."""
         self._check(x)
-        hs, h = self._encode(x, self._embedding(c_noise, cond, x.shape[0]), hint)
+        hs, h = self._encode(x, self._embedding(c_noise, cond, x.shape[0]), cond, hint)
         return [*hs, h]
 
     def control_branch(self) -> "UNet":

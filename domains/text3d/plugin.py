@@ -65,26 +65,32 @@ class EvaluateOptions:
     method: str = option("sds", "Distillation loss.", choices=METHODS)
     prior: bool = option(False, "Score the 2D prior's images (with --sampler, --steps) instead of distilled objects.",
                          flags=("--prior",))
+    views: Path | None = option(None, "New folder to write each prompt's judged views into (PNG strips at "
+                                "--views-size px, objects beside their ground truth).")
+    views_size: int = option(128, "Pixel size of the views written to --views.", min=16)
 
 
 def _presets() -> dict[str, dict[str, Any]]:
     quick = {
-        "data": {"n_per_class": 24, "views_per_shape": 8, "size": 32, "voxel_resolution": 48, "n_samples": 64, "seed": 0},
-        "network": {"base": 32, "mults": [1, 2, 2], "num_res": 1, "attn_levels": [2], "dropout": 0.0},
+        "data": {"n_per_class": 48, "views_per_shape": 8, "size": 64, "voxel_resolution": 64, "n_samples": 64, "seed": 0,
+                 "attributes": ["small", "tall", "wide"], "holdout": ["green chair", "purple mug", "orange table"],
+                 "ambient": [0.2, 0.5]},
+        "network": {"base": 32, "mults": [1, 2, 2], "num_res": 1, "attn_levels": [1, 2], "dropout": 0.0,
+                    "tokens": True, "patch": 2},
         "diffusion": {"parameterization": "edm", "sigma_data": 0.5, "schedule": "edm", "weighting": "edm",
                       "cond_dropout": 0.1},
-        "train": {"steps": 2000, "batch_size": 32, "lr": 1e-3, "ema_decay": 0.995, "warmup": 100, "log_every": 50,
+        "train": {"steps": 3500, "batch_size": 32, "lr": 1e-3, "ema_decay": 0.995, "warmup": 100, "log_every": 50,
                   "ckpt_every": 500},
         "sample": {"sampler": "heun", "steps": 18, "grid": "karras", "sigma_min": 0.002, "sigma_max": 80.0,
                    "guidance_scale": 3.0},
-        "distill": dataclasses.asdict(DistillConfig()),
+        "distill": {**dataclasses.asdict(DistillConfig()), "size": 64},
         "evaluate": {"n_views": 8, "classifier_steps": 600, "mesh_resolution": 64, "mesh_threshold": 5.0},
     }
     full = {
         **quick,
-        "data": {**quick["data"], "n_per_class": 120, "views_per_shape": 12, "size": 64, "voxel_resolution": 64,
-                 "n_samples": 96},
-        "network": {"base": 64, "mults": [1, 2, 2, 2], "num_res": 2, "attn_levels": [2, 3], "dropout": 0.1},
+        "data": {**quick["data"], "n_per_class": 120, "views_per_shape": 12, "n_samples": 96},
+        "network": {"base": 64, "mults": [1, 2, 2, 2], "num_res": 2, "attn_levels": [2, 3], "dropout": 0.1,
+                    "tokens": True, "patch": 1},
         "train": {**quick["train"], "steps": 40000, "batch_size": 64, "lr": 2e-4, "ema_decay": 0.9995,
                   "warmup": 1000, "ckpt_every": 2000},
         "distill": {**dataclasses.asdict(DistillConfig()), "steps": 2500, "size": 64, "n_samples": 96,

