@@ -89,7 +89,10 @@ def distill(denoiser: Callable[..., Tensor], condition: Condition, cfg: DistillC
         steps = tqdm(steps, desc=f"text-to-3D ({cfg.method})")
     t0 = time.time()
     for step in steps:
-        if isinstance(fld, VoxelField) and step % cfg.refresh_every == 0 and step > 0:
+        if cfg.fine_resolution and step == cfg.steps // 2:
+            fld = fld.upsampled(cfg.fine_resolution)
+            opt = torch.optim.Adam(fld.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+        elif isinstance(fld, VoxelField) and step % cfg.refresh_every == 0 and step > 0:
             fld.refresh_occupancy()
         cams = random_cameras(cfg.batch, gen)
         cams.rotation, cams.position = cams.rotation.to(device), cams.position.to(device)
@@ -110,7 +113,7 @@ def distill(denoiser: Callable[..., Tensor], condition: Condition, cfg: DistillC
             hi = lo + (hi - lo) * (t_max_at(cfg, step) - cfg.t_range[0]) / (cfg.t_range[1] - cfg.t_range[0])
             sigma = (lo + (hi - lo) * torch.rand(cfg.batch, generator=gen, dtype=torch.float64)).exp()
             loss = sjc_loss(guided, x, cond=cond, sigma=sigma, generator=gen)
-        total = loss + cfg.sparsity * out["opacity"].mean() if cfg.sparsity > 0 else loss
+        total = loss + geometry_penalty(out, cfg)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -119,6 +122,19 @@ def distill(denoiser: Callable[..., Tensor], condition: Condition, cfg: DistillC
             callback(step, losses[-1])
     fld.eval()
     return DistillResult(fld, losses, time.time() - t0, asdict(cfg))
+
+
+def geometry_penalty(out: dict[str, Tensor], cfg: DistillConfig) -> Tensor | float:
+    """The weighted geometry terms of ``cfg`` on one batch of renders (0 when all weights are 0)."""
+    total: Tensor | float = 0.0
+    if cfg.sparsity > 0:
+        total = total + cfg.sparsity * out["opacity"].mean()
+    if cfg.orientation > 0:
+        total = total + cfg.orientation * out["orientation"].mean()
+    if cfg.opacity_entropy > 0:
+        a = out["opacity"].clamp(1e-5, 1 - 1e-5)
+        total = total + cfg.opacity_entropy * (-(a * a.log() + (1 - a) * (1 - a).log())).mean()
+    return total
 
 
 def plot_loss_curve(losses: list[float], path) -> None:

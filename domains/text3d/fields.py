@@ -68,6 +68,18 @@ class VoxelField(nn.Module):
         return field
 
     @torch.no_grad()
+    def upsampled(self, resolution: int) -> "VoxelField":
+        """A copy on a finer grid (trilinear resampling of the raw grids, so the field is unchanged between nodes of
+        the old grid up to interpolation): the coarse-to-fine step of a distillation."""
+        fine = VoxelField(resolution, self.bound, self.blob_density, self.blob_radius, self.density_scale)
+        fine = fine.to(self.density.device)
+        size = (resolution,) * 3
+        fine.density.copy_(F.interpolate(self.density, size=size, mode="trilinear", align_corners=True))
+        fine.color.copy_(F.interpolate(self.color, size=size, mode="trilinear", align_corners=True))
+        fine.refresh_occupancy()
+        return fine
+
+    @torch.no_grad()
     def node_density(self) -> Tensor:
         """Density at the grid nodes, [D, H, W] = [z, y, x]."""
         r = self.resolution

@@ -64,7 +64,9 @@ def render(field: Field, cams: Cameras, height: int, width: int | None = None, *
            background: Tensor | tuple[float, float, float] = (1.0, 1.0, 1.0), shading: str = "lambert",
            light: Tensor | None = None, ambient: float = 0.35, stratified: bool = True, bound: float = 1.0,
            generator: torch.Generator | None = None, normal_step: float | None = None) -> dict[str, Tensor]:
-    """Render B cameras to images: ``rgb`` [B, 3, H, W] in [0, 1], ``opacity`` [B, 1, H, W], ``depth``, ``normal``.
+    """Render B cameras to images: ``rgb`` [B, 3, H, W] in [0, 1], ``opacity`` [B, 1, H, W], ``depth``, ``normal`` and
+    ``orientation`` (the last two unless albedo shading; orientation is Ref-NeRF's penalty, per pixel the weighted
+    sum of max(0, n . d)^2 over the ray's samples: normals that face away from the camera where it sees density).
 
     ``shading``: "albedo" (field colour), "lambert" (colour * (ambient + (1 - ambient) max(0, n.l))) or "normal"
     (normals mapped to colours). Samples are stratified (one uniform draw per bin) unless ``stratified=False``, which
@@ -109,6 +111,8 @@ def render(field: Field, cams: Cameras, height: int, width: int | None = None, *
     if want_normals:
         out["normal"] = o.new_zeros(o.shape[0], 3).index_add(0, ray, wk[:, None] * normals)
         out["normal"] = out["normal"].reshape(b, height, width, 3).permute(0, 3, 1, 2)
+        facing = (normals * d[ray]).sum(-1).clamp_min(0.0).square()
+        out["orientation"] = o.new_zeros(o.shape[0]).index_add(0, ray, wk * facing).reshape(b, 1, height, width)
         if shading == "lambert":
             light = default_light(cams) if light is None else light
             lam = (normals * light.to(o.device)[ray // (height * width)]).sum(-1, keepdim=True).clamp_min(0.0)

@@ -52,7 +52,12 @@ def tuple_or(value: Any) -> Any:
 
 @dataclass
 class DistillConfig:
-    """Settings of one text-to-3D optimisation (the ``quick`` preset's values are the defaults)."""
+    """Settings of one text-to-3D optimisation (the ``quick`` preset's values are the defaults).
+
+    Geometry terms: ``sparsity`` (mean opacity), ``orientation`` (Ref-NeRF's penalty on normals facing away from the
+    camera), ``opacity_entropy`` (pixels pushed to fully opaque or empty, so the surface is not a fog near the mesh
+    threshold); ``fine_resolution`` (voxel field only, 0: off): the grid is resampled to it half way through.
+    """
 
     steps: int = 400
     batch: int = 4
@@ -70,6 +75,9 @@ class DistillConfig:
     blob_density: float = 10.0
     blob_radius: float = 0.5
     sparsity: float = 0.0
+    orientation: float = 0.0
+    opacity_entropy: float = 0.0
+    fine_resolution: int = 0
     refresh_every: int = 10
     seed: int = 0
 
@@ -83,6 +91,11 @@ class DistillConfig:
             raise ValueError(f"need 0 < t_min < t_max < 1 and t_anneal_to in between; got {self.t_range}, {self.t_anneal_to}")
         if self.steps < 1 or self.batch < 1:
             raise ValueError("steps and batch must be positive")
+        if self.fine_resolution and (self.field != "voxel" or self.fine_resolution <= self.resolution):
+            raise ValueError(f"fine_resolution {self.fine_resolution} needs the voxel field and must exceed resolution "
+                             f"{self.resolution} (0: off)")
+        if min(self.sparsity, self.orientation, self.opacity_entropy) < 0:
+            raise ValueError("sparsity, orientation and opacity_entropy are weights: use values >= 0")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DistillConfig":

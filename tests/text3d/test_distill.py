@@ -3,6 +3,8 @@
 Then the SDS gradient is w(t) (x - target) / sigma, a pull toward the target images, so the field must come to render
 the target object; SJC likewise. The prior network and its conditioning helpers are checked too.
 """
+import math
+
 import pytest
 import torch
 
@@ -72,3 +74,26 @@ def test_prior_network_and_conditioning():
     assert view_prompts("a red mug.", cams) == ["a red mug, front view", "a red mug, back view", "a red mug, overhead view"]
     with pytest.raises(ValueError, match="empty"):
         view_prompts("  ", cams)
+
+
+def test_geometry_penalty_terms():
+    from polydiff.domains.text3d.distill import geometry_penalty
+
+    out = {"opacity": torch.tensor([0.0, 1.0, 0.5, 0.5]).reshape(1, 1, 2, 2),
+           "orientation": torch.tensor([0.0, 0.2, 0.0, 0.2]).reshape(1, 1, 2, 2)}
+    assert geometry_penalty(out, DistillConfig()) == 0.0
+    ent = float(geometry_penalty(out, DistillConfig(opacity_entropy=2.0)))
+    assert abs(ent - 2.0 * 0.5 * math.log(2.0)) < 1e-3  # half the pixels at 0.5: log 2 each; 0 and 1 clamped
+    assert abs(float(geometry_penalty(out, DistillConfig(orientation=10.0, sparsity=1.0))) - (1.0 + 0.5)) < 1e-6
+    with pytest.raises(ValueError, match="fine_resolution"):
+        DistillConfig(resolution=32, fine_resolution=32)
+    with pytest.raises(ValueError, match="weights"):
+        DistillConfig(orientation=-1.0)
+
+
+def test_coarse_to_fine_distillation_ends_on_the_fine_grid():
+    target_field, condition, den = _setup()
+    cfg = DistillConfig(steps=6, batch=1, size=16, n_samples=16, resolution=8, fine_resolution=16, lr=0.1,
+                        guidance_scale=1.0, orientation=0.1, opacity_entropy=0.01)
+    result = distill(den, condition, cfg)
+    assert result.field.resolution == 16 and len(result.losses) == 6

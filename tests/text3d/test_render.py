@@ -142,3 +142,44 @@ def test_bad_arguments_raise_clear_errors():
         render(SphereField(), cams, 8, n_samples=0)
     with pytest.raises(ValueError, match="cubic"):
         VoxelField.from_grids(torch.zeros(4, 4, 5), torch.zeros(3))
+
+
+class _RadialNormalBall(SphereField):
+    """A dense ball whose normals are radial, outward (a solid's) or inward (``sign=-1``: a surface turned inside out)."""
+
+    analytic_normals = True
+
+    def __init__(self, sign: float) -> None:
+        super().__init__(0.6, 200.0)
+        self.sign = sign
+
+    def query(self, points, normals=False):
+        density, rgb = self(points)
+        return density, rgb, self.sign * torch.nn.functional.normalize(points, dim=-1)
+
+
+def test_orientation_penalty_is_zero_for_outward_normals_and_large_for_inward_ones():
+    """Ref-NeRF's orientation term: where a dense ball is seen its outward normals face the camera (penalty ~0);
+    flipped normals give each pixel about the squared cosine of the ray and the normal."""
+    cams = orbit_cameras(torch.tensor([20.0, -5.0]), torch.tensor([30.0, 200.0]), 3.3)
+    outs = [render(_RadialNormalBall(s), cams, 24, n_samples=128, stratified=False) for s in (1.0, -1.0)]
+    hit = outs[0]["opacity"].detach()
+    pen = [o["orientation"].detach() for o in outs]
+    assert float(pen[0].sum()) < 1e-3 * float(hit.sum())
+    assert 0.4 * float(hit.sum()) < float(pen[1].sum()) < float(hit.sum())
+    assert "orientation" not in render(_RadialNormalBall(1.0), cams, 8, n_samples=8, shading="albedo")
+
+
+def test_upsampled_voxel_field_keeps_a_linear_field_exactly():
+    gen = torch.Generator().manual_seed(0)
+    coarse = VoxelField(8, blob_density=0.0)
+    with torch.no_grad():
+        axis = torch.linspace(-1, 1, 8)
+        z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+        coarse.density.copy_((2 * x - y + 0.5 * z)[None, None])
+        coarse.color.copy_(torch.stack([x, y, z])[None])
+    fine = coarse.upsampled(15)
+    pts = torch.rand(500, 3, generator=gen) * 1.8 - 0.9
+    for a, b in zip(coarse(pts), fine(pts)):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert fine.resolution == 15 and fine.density.requires_grad
