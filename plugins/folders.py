@@ -45,8 +45,10 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def locked(folder: Path) -> Iterator[Path]:
-    """Hold ``folder/.polydiff.lock`` while writing into ``folder`` (created if needed); re-entrant in a process."""
+    """Hold ``folder/.polydiff.lock`` while writing into ``folder`` (created if needed, and removed again if the work
+    fails before anything was written, so a refused command leaves no empty folder); re-entrant in a process."""
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     key = folder.resolve()
     if key in _HELD:
@@ -76,6 +78,8 @@ def locked(folder: Path) -> Iterator[Path]:
     finally:
         _HELD.discard(key)
         lock.unlink(missing_ok=True)
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _contents(folder: Path) -> list[Path]:

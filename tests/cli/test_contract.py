@@ -108,6 +108,7 @@ def test_usage_errors_exit_2_with_one_line_naming_the_option(capsys, tmp_path, a
     assert code == 2, err
     assert len(lines) == 1 and needle in lines[0], err
     assert "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # a refused command leaves no folder behind
 
 
 def test_train_refuses_an_existing_run_and_changes_no_byte(capsys, toy_run):
