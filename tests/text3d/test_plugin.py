@@ -70,3 +70,24 @@ def test_cli_sample_object_images_and_evaluate(run_dir: Path, tmp_path: Path) ->
 
     res = runner.invoke(app, ["text3d", "evaluate", "--run", str(run_dir), "--prompts", "a teal mug", "--device", "cpu"])
     assert res.exit_code != 0 and "one colour" in res.output
+
+
+def test_evaluate_adds_held_out_pairs_mesh_checks_and_views(run_dir: Path, tmp_path: Path) -> None:
+    from polydiff.domains.text3d.evaluation import prompt_list
+    from polydiff.plugins.runs import load_run
+
+    run = load_run(make_domain(), run_dir, "cpu")
+    items = prompt_list(run, None)
+    assert len(items) == 10 and items[-3:] == [("a green chair", "green", "chair"), ("a purple mug", "purple", "mug"),
+                                               ("an orange table", "orange", "table")]
+    runner, app = CliRunner(), build_app()
+    args = ["text3d", "evaluate", "--run", str(run_dir), "--prompts", "a red mug; a purple mug", "--iters", "2",
+            "--views", str(tmp_path / "views"), "--views-size", "24", "--device", "cpu"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    for key in ("geometry[red mug]", "components[purple mug]", "rprecision_shape_heldout", "one_component"):
+        assert key in res.output
+    with Image.open(tmp_path / "views" / "purple_mug.png") as im:
+        assert im.size == (24 * 2, 24 * 2)  # two evaluation views, the object above its ground truth
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "--views" in res.output
