@@ -3,6 +3,7 @@ classifier, with ceiling and floor, on the fixed prompts and the run's held-out 
 each object is checked for its class's parts and its connected components."""
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from polydiff.plugins.errors import OptionError
 
 from .distill import make_field
 from .sampling import data_config, distill_config, generate_object, object_mesh, prior_images
+from .sections import RenderSetConfig
 
 
 def prompt_list(run, prompts: str | None) -> list[tuple[str, str, str]]:
@@ -29,6 +31,12 @@ def prompt_list(run, prompts: str | None) -> list[tuple[str, str, str]]:
             raise OptionError("--prompts", str(exc)) from None
     pairs = list(DEFAULT_PROMPTS) + [tuple(h.split()) for h in run.config["data"].get("holdout", [])]
     return [(caption(c, s), c, s) for c, s in dict.fromkeys(pairs)]
+
+
+def judge_config(data: dict) -> RenderSetConfig:
+    """The render set the judge learns from: the prior's, but with every colour-shape pair (a judge that never saw a
+    green chair learns that green means "not a chair" and scores a held-out pair's ground truth at chance)."""
+    return dataclasses.replace(data_config(data), holdout=())
 
 
 def _views_folder(path: Path | None) -> Path | None:
@@ -64,7 +72,7 @@ def evaluate(run, request: EvaluateRequest) -> dict[str, float]:
     views_dir = _views_folder(opts.views)
     ev = run.config["evaluate"]
     size, views = run.config["data"]["size"], ev["n_views"]
-    clf = load_or_train_classifier(data_config(run.config["data"]), ev["classifier_steps"], progress=request.progress)
+    clf = load_or_train_classifier(judge_config(run.config["data"]), ev["classifier_steps"], progress=request.progress)
     cfg = distill_config(run, {"method": opts.method, "steps": opts.iters, "seed": request.settings.seed or 0})
     cams = eval_cameras(views)
     gen_r, gt_r, floor_r, seconds = [], [], [], []

@@ -91,3 +91,11 @@ def test_evaluate_adds_held_out_pairs_mesh_checks_and_views(run_dir: Path, tmp_p
         assert im.size == (24 * 2, 24 * 2)  # two evaluation views, the object above its ground truth
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and "--views" in res.output
+
+
+def test_the_judge_sees_every_colour_shape_pair() -> None:
+    from polydiff.domains.text3d.evaluation import judge_config
+
+    data = {"n_per_class": 2, "size": 16, "holdout": ["green chair"], "attributes": ["small"]}
+    cfg = judge_config(data)
+    assert cfg.holdout == () and cfg.attributes == ("small",) and cfg.n_per_class == 2
