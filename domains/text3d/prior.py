@@ -51,11 +51,6 @@ class RenderDataset(torch.utils.data.Dataset):
         self.table = {"embedding": encode(unique)}
         self.table["tokens"], self.table["token_mask"] = encode_tokens(unique)
 
-    @property
-    def embeddings(self) -> Tensor:
-        """The pooled embedding of every image's caption [N, 384]."""
-        return self.table["embedding"][self.caption_index]
-
     def __len__(self) -> int:
         return self.images.shape[0]
 
