@@ -102,10 +102,10 @@ def evaluate(run, request: EvaluateRequest) -> dict[str, float]:
                     for f in (obj.field, truth)]
             save_strip(np.concatenate(rows, axis=0)[None], views_dir / f"{key.replace(' ', '_')}.png")
     pairs = [(c, s) for _, c, s in items]
+    held_idx = [i for i, p in enumerate(pairs) if p in held]
     for name, renders in (("", gen_r), ("ceiling_", gt_r), ("floor_", floor_r)):
         for k, v in r_precision(clf, renders, pairs).items():
             metrics[f"{name}rprecision_{k}"] = v
-        held_idx = [i for i, p in enumerate(pairs) if p in held]
         if held_idx:
             sub = r_precision(clf, [renders[i] for i in held_idx], [pairs[i] for i in held_idx])
             metrics.update({f"{name}rprecision_{k}_heldout": v for k, v in sub.items()})
