@@ -272,6 +272,10 @@ class Domain:
     the network's space, normalised as the run's data (its ``fitted`` facts), for ``personalize --instances`` and
     ``edit --input``. Its ``cond`` may carry class labels (``edit`` takes them as the source class) or be None.
     None: the domain cannot read examples, and those commands say so."""
+    train_view: Callable[[Batch, dict[str, Any], "torch.Generator"], Batch] | None = None
+    """``(batch, run_config, generator) -> batch``: what one training step sees of whole examples that did not come
+    from ``build_dataset`` (``personalize``'s instances and prior samples), as ``build_dataset``'s train split would
+    show them (points: a fresh random ``train_points`` of each cloud). None: the whole examples."""
     label_cond: Callable[["torch.Tensor"], Any] | None = None
     """Class labels [n] -> the condition its network takes (e.g. ``{"label": labels}``); None: the label tensor
     itself. Personalization and editing build conditions with it for examples read without one."""

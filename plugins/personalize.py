@@ -14,7 +14,8 @@ et al. 2023), for every domain whose network embeds its labels with ``LabelEmbed
    model's own samples of the base classes (all of them, or ``related``), drawn once before training with the
    run's sampler (``prior_samples`` of them), with the loss ``L(instances) + prior_weight * L(prior)``; the loss is
    the run's own (``runs.default_loss``: its objective, weighting, noise and condition dropout, so classifier-free
-   guidance keeps working for the new class).
+   guidance keeps working for the new class), on what a training step of the domain sees of each example
+   (``Domain.train_view``: points fine-tune, and draw their prior samples, at the set size they were trained on).
 3. ``lora_rank`` R: the base is frozen and only low-rank adapters (``core.adapters``) and the new label row train;
    the folder's checkpoint then holds just those (a few hundred KB) and is loaded on top of the base run
    (``personalized.base_run``) by ``load_personalized``. Without it every weight is fine-tuned and the checkpoint
@@ -318,13 +319,18 @@ def prior_pool(base: Run, template: Batch, count: int, classes: list[int], gener
 
 def _loss(base: Run, cfg: dict[str, Any], instances: Batch, pool: Batch | None,
           weight: float) -> Callable[[nn.Module, Tensor, torch.Generator], Tensor]:
-    """L(instances) + weight * L(prior rows of this step), the run's own loss for both."""
+    """L(instances) + weight * L(prior rows of this step), the run's own loss for both, on what a training step of
+    the domain sees of them (``Domain.train_view``)."""
     inner = default_loss(base.domain, cfg)
+    view = base.domain.train_view
+
+    def seen(batch: Batch, generator: torch.Generator) -> Batch:
+        return batch if view is None else view(batch, cfg, generator)
 
     def loss(model: nn.Module, idx: Tensor, generator: torch.Generator) -> Tensor:
-        value = inner(model, instances, generator)
+        value = inner(model, seen(instances, generator), generator)
         if pool is not None:
-            value = value + weight * inner(model, take_rows(pool, idx), generator)
+            value = value + weight * inner(model, seen(take_rows(pool, idx), generator), generator)
         return value
 
     return loss
@@ -481,7 +487,8 @@ def personalize_run(base: Run, instances: Any, name: str, out: Path, *, options:
     if options.prior_weight > 0:
         generator = torch.Generator(device=base.device).manual_seed(options.seed)
         classes = [related] if related is not None else list(range(len(names)))
-        pool = prior_pool(base, batch, options.prior_samples, classes, generator).to(device)
+        template = batch if base.domain.train_view is None else base.domain.train_view(batch, base.config, generator)
+        pool = prior_pool(base, template, options.prior_samples, classes, generator).to(device)
     ema = _fit(base, model, cfg, labelled, pool, options, out, device, command, progress)
     return _finished(base, cfg, ema, out, device, lora is not None)
 

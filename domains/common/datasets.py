@@ -47,3 +47,14 @@ def collate_labelled(items: list[tuple[Tensor, Tensor, bool]]) -> Batch:
     if not items[0][2]:
         return Batch(x0)
     return Batch(x0, {"label": torch.stack([lab for _, lab, _ in items])})
+
+
+def subset_rows(batch: Batch, k: int, generator: torch.Generator | None = None) -> Batch:
+    """``k`` random rows of each example of ``batch`` (x0 [B, R, ...]), a separate draw per example, as ``SubsetRows``
+    gives them in training; the condition is kept. All R rows when k >= R."""
+    x0 = batch.x0
+    if k >= x0.shape[1]:
+        return batch
+    keys = torch.rand(x0.shape[:2], generator=generator, device=x0.device)
+    rows = keys.argsort(dim=1)[:, :k]
+    return Batch(x0[torch.arange(len(x0), device=x0.device)[:, None], rows], batch.cond, batch.group)

@@ -114,6 +114,7 @@ def make_domain() -> Domain:
         counts={"sample": Count(16, "Number of clouds."),
                 "evaluate": Count(None, "Held-out clouds to compare (default all).")},
         read_instances=lazy("polydiff.domains.points.sampling:read_instances"),
+        train_view=lazy("polydiff.domains.points.prepared:train_view"),
         label_cond=lambda labels: {"label": labels},
         classes=Classes(lazy("polydiff.domains.points.prepared:class_names"), help="Class name or index (labelled sets only), or 'all'."),
         data_source=DataSource(lazy("polydiff.domains.points.prepared:data_source"), "shapes, random_urdfs or a folder of meshes (OBJ, PLY, STL, OFF, GLB)."),

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from polydiff.domains.common.cache import by_config
-from polydiff.domains.common.datasets import LabelledTensors, SubsetRows
+from polydiff.domains.common.datasets import LabelledTensors, SubsetRows, subset_rows
 from polydiff.plugins.config import fitted
+from polydiff.plugins.domain import Batch
 
 from .data import Normalization, PointSet, load_set
 from .network import PointSetTransformer
@@ -111,3 +112,10 @@ def class_names(config: dict[str, Any]) -> list[str]:
     """The run's class names; [] for an unconditional run."""
     spec = sampling_spec(config)
     return list(spec.classes) if spec.conditional else []
+
+
+def train_view(batch: Batch, cfg: dict[str, Any], generator: torch.Generator) -> Batch:
+    """A fresh random ``train_points`` of each whole cloud, as the train split draws them (``personalize``'s
+    instances and prior samples): the network is fine-tuned on the set size it samples in."""
+    k = cfg["data"].get("train_points")
+    return batch if k is None else subset_rows(batch, int(k), generator)

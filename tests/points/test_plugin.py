@@ -190,3 +190,33 @@ def test_edit_reads_a_sample_folder_skipping_other_files_and_naming_broken_ones(
         read_instances(tmp_path / "empty", config)
     with pytest.raises(UsageError, match="broken.ply"):
         read_instances(folder / "broken.ply", config)
+
+
+def test_personalize_fine_tunes_and_draws_its_prior_at_the_training_set_size(run_dir: Path, tmp_path: Path) -> None:
+    """A run trained on 16-point subsets is fine-tuned on 16 of each 48-point instance per step (a fresh draw each
+    time), and its prior samples are 16-point sets (the size it samples in), not whole clouds."""
+    import torch
+
+    from polydiff.domains.common.datasets import subset_rows
+    from polydiff.plugins.domain import Batch
+    from polydiff.plugins.personalize import personalize_run
+    from polydiff.plugins.runs import load_run
+
+    x = torch.randn(3, 48, 3)
+    g = torch.Generator().manual_seed(0)
+    a, b = subset_rows(Batch(x, {"label": torch.zeros(3)}), 16, g), subset_rows(Batch(x), 16, g)
+    assert a.x0.shape == (3, 16, 3) and a.cond is not None and not torch.equal(a.x0, b.x0)
+    for i in range(3):  # each row's points are distinct points of its own cloud
+        full = {tuple(r) for r in x[i].tolist()}
+        assert {tuple(r) for r in a.x0[i].tolist()} <= full and len({tuple(r) for r in a.x0[i].tolist()}) == 16
+    assert subset_rows(Batch(x), 48, g).x0 is x
+
+    run = load_run(make_domain(), run_dir, "cpu")
+    run.config["data"]["train_points"] = 16
+    seen = []  # the hook goes with the copy that is fine-tuned: it sees prior sampling and training
+    run.denoiser.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[1]))
+    instances = Batch(torch.randn(3, 48, 3))
+    personalize_run(run, instances, "blob", tmp_path / "blob", steps=2, prior_samples=4, device="cpu")
+    assert len(seen) > 2 and set(seen) == {16}
+    cfg = json.loads((tmp_path / "blob" / "config.json").read_text())
+    assert cfg["personalized"]["classes"] == ["blob"] and cfg["data"]["train_points"] == 16
