@@ -103,6 +103,8 @@ class PersonalizedSection:
 
     classes: list[str] = field(default_factory=list)
     adds: int = 0
+    per_class: bool = False
+    """Whether NAME was bound to each class the instances carry (classes ``NAME:CLASS``)."""
     base_run: str = ""
     """The base run's folder (absolute), or ``shipped``."""
     base_classes: int = 0

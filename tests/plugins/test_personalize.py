@@ -26,6 +26,7 @@ from polydiff.plugins.options import build_options
 from polydiff.plugins.personalize import (PersonalizeOptions, class_count, grow_classes, grow_to, load_any,
                                           load_personalized, personalize_command, personalize_run, prepare_network,
                                           read_array, with_labels)
+from polydiff.plugins.runs import load_run
 
 CENTRE = torch.tensor([0.0, 0.0])
 NEW_CLASS_DISTANCE = 0.25  # mean distance of new-class samples to the centre (measured 0.16; instances 0.125)
@@ -80,6 +81,7 @@ def test_the_result_is_an_ordinary_run_folder_that_loads_and_samples_by_name(toy
     assert run.class_names() == [*base.class_names(), "new"]
     loaded = load_any(toy, run.path)
     assert loaded.class_names()[-1] == "new"
+    assert load_run(toy, run.path).class_names()[-1] == "new"  # the path of `sample --run` and polydiff.load
     a, b = (torch.as_tensor(r.sample(64, label="new", seed=3)["points"]) for r in (run, loaded))
     assert (a - b).abs().max() < 1e-5
     assert (torch.as_tensor(loaded.sample(64, label=3, seed=3)["points"]) - torch.as_tensor(
@@ -256,7 +258,7 @@ def test_a_base_is_recorded_by_its_shipped_folder_so_a_new_default_does_not_move
     (older runs) is the default; any other name is a path."""
     import dataclasses
 
-    from polydiff.plugins.runs import load_run, shipped_folder, shipped_name
+    from polydiff.plugins.runs import shipped_folder, shipped_name
 
     shipped = load_run(toy, None)
     assert shipped_name(shipped) == "shipped:moons"
